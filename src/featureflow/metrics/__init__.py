@@ -1,0 +1,3 @@
+"""featureflow.metrics (filled in by its issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""featureflow.training (filled in by its issue)."""
+
+__all__: list[str] = []

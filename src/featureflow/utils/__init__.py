@@ -1,0 +1,19 @@
+"""Small shared utilities: atomic I/O, component configs, progress bars, JSONL logs."""
+
+from featureflow.utils.config import COMPONENTS, Configurable, build_component, register_component
+from featureflow.utils.io import atomic_write, load_safetensors, save_json, save_safetensors
+from featureflow.utils.logging import JSONLLogger
+from featureflow.utils.progress import progress_bar
+
+__all__ = [
+    "COMPONENTS",
+    "Configurable",
+    "register_component",
+    "build_component",
+    "atomic_write",
+    "save_safetensors",
+    "load_safetensors",
+    "save_json",
+    "JSONLLogger",
+    "progress_bar",
+]
