@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser"]
 #: Modules that contribute sub-commands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
     "featureflow.demo",
+    "featureflow.training.vae",
 )
 
 
