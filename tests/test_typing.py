@@ -39,3 +39,14 @@ def test_wrong_dtype():
 def test_check_finite():
     with pytest.raises(ValueError, match="features contains 1 non-finite"):
         check_finite("features", torch.tensor([0.0, float("nan")]))
+
+
+def test_shaped_annotation_reports_readably():
+    from featureflow.typing import Shaped, Tensor
+
+    @typechecked
+    def f(x: Shaped[Tensor, "b 3"]) -> None:
+        return None
+
+    with pytest.raises(ShapeError, match=r"x: expected any dtype tensor of shape \(b, 3\)"):
+        f(torch.zeros(2, 4))

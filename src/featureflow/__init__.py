@@ -23,6 +23,7 @@ from featureflow import (
     training,
     typing,
     utils,
+    viz,
 )
 from featureflow.typing import ShapeError
 from featureflow.version import FORMAT_VERSION, __version__
@@ -41,4 +42,5 @@ __all__ = [
     "training",
     "typing",
     "utils",
+    "viz",
 ]

@@ -88,6 +88,8 @@ def _expected(annotation: Any) -> str | None:
         return None
     dtypes = getattr(annotation, "dtypes", None)
     kind = "any dtype"
+    if not isinstance(dtypes, (list, tuple, set, frozenset)):
+        dtypes = None  # jaxtyping's "any dtype" marker (Shaped[...]) is not a collection
     if dtypes:
         names = sorted(set(dtypes))
         if any(n.startswith("float") or n.startswith("bfloat") for n in names):
@@ -156,6 +158,9 @@ def typechecked(fn: F) -> F:
 
     Any violation is re-raised as :class:`ShapeError` with a message naming each
     annotated argument, its expected shape and the shape it got.
+
+    Put it *innermost* (directly above ``def``), below decorators such as
+    ``@torch.no_grad()`` that hide the signature.
 
     Example:
         >>> import torch

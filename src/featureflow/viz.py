@@ -1,0 +1,240 @@
+"""Visualisation: colourise depth, normals and segmentation; grids; PNG and GIF writers.
+
+All colourisers return float32 images (…, 3, H, W) in [0, 1], so their outputs can be
+placed side by side with RGB frames in :func:`make_grid`.
+
+Example:
+    >>> import torch
+    >>> from featureflow import viz
+    >>> row = [torch.rand(3, 8, 8), viz.colorize_depth(torch.rand(8, 8) + 1)]
+    >>> tuple(viz.make_grid([row], pad=1).shape)
+    (3, 10, 19)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from featureflow.data.frames import to_uint8
+from featureflow.typing import Float, Int, UInt8, typechecked
+from featureflow.utils import atomic_write
+
+__all__ = [
+    "PALETTE",
+    "colorize_depth",
+    "colorize_normals",
+    "colorize_segmentation",
+    "make_grid",
+    "save_png",
+    "save_gif",
+]
+
+# Anchors of a perceptually ordered colour map (dark purple -> blue -> green -> yellow).
+_CMAP = torch.tensor(
+    [
+        [0.267, 0.005, 0.329],
+        [0.283, 0.141, 0.458],
+        [0.254, 0.265, 0.530],
+        [0.207, 0.372, 0.553],
+        [0.164, 0.471, 0.558],
+        [0.128, 0.567, 0.551],
+        [0.135, 0.659, 0.518],
+        [0.267, 0.749, 0.441],
+        [0.478, 0.821, 0.318],
+        [0.741, 0.873, 0.150],
+        [0.993, 0.906, 0.144],
+    ]
+)
+
+
+def _palette(n: int = 256) -> Tensor:
+    fixed = [
+        (0, 0, 0),  # 0 background
+        (150, 150, 150),  # 1 floor
+        (230, 25, 75),  # 2 sphere
+        (60, 180, 75),  # 3 cube
+        (0, 130, 200),  # 4 cylinder
+        (255, 225, 25),
+        (145, 30, 180),
+        (245, 130, 48),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+        (170, 110, 40),
+        (128, 0, 0),
+        (0, 0, 128),
+    ]
+    colours = list(fixed)
+    i = len(colours)
+    while len(colours) < n:  # bit-interleaved colours for the rest, like the VOC palette
+        r = g = b = 0
+        c, j = i, 0
+        while c:
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+            j += 1
+        colours.append((r, g, b))
+        i += 1
+    return torch.tensor(colours[:n], dtype=torch.float32) / 255.0
+
+
+#: (256, 3) fixed colours for class/instance ids: 0 black (background), 1 grey
+#: (floor), 2 red (sphere), 3 green (cube), 4 blue (cylinder), then distinct colours.
+PALETTE: Tensor = _palette()
+
+
+@typechecked
+def colorize_depth(
+    depth: Float[Tensor, "*batch H W"],
+    vmin: float | int | None = None,
+    vmax: float | int | None = None,
+    inverse: bool = True,
+) -> Float[Tensor, "*batch 3 H W"]:
+    """Colour depth maps: near is yellow, far is dark purple.
+
+    Args:
+        depth: depth in metres, any leading axes.
+        vmin: the nearest depth of the colour map's range (default: the input's finite
+            minimum over all images, so a clip's colours are stable).
+        vmax: the farthest depth of the range (default: the input's finite maximum).
+        inverse: colour by inverse depth (disparity), which spreads near depths out.
+
+    Example:
+        >>> import torch
+        >>> img = colorize_depth(torch.tensor([[1.0, 2.0]]))
+        >>> tuple(img.shape), [round(v, 3) for v in img[:, 0, 0].tolist()]
+        ((3, 1, 2), [0.993, 0.906, 0.144])
+    """
+    d = depth.detach().float()
+    finite = d[torch.isfinite(d)]
+    lo = float(finite.min()) if vmin is None and finite.numel() else (vmin if vmin is not None else 0.0)
+    hi = float(finite.max()) if vmax is None and finite.numel() else (vmax if vmax is not None else 1.0)
+    if lo <= 0 and inverse:
+        raise ValueError(f"inverse depth colouring needs positive depths; got vmin={lo}")
+    d = torch.nan_to_num(d, nan=hi, posinf=hi).clamp(lo, hi)
+    if inverse:
+        x = (1 / d - 1 / hi) / max(1 / lo - 1 / hi, 1e-12)
+    else:
+        x = (hi - d) / max(hi - lo, 1e-12)
+    pos = x.clamp(0, 1) * (len(_CMAP) - 1)
+    i0 = pos.floor().long().clamp(max=len(_CMAP) - 2)
+    frac = (pos - i0).unsqueeze(-1)
+    rgb = _CMAP[i0] * (1 - frac) + _CMAP[i0 + 1] * frac
+    return rgb.movedim(-1, -3).contiguous()
+
+
+@typechecked
+def colorize_normals(normals: Float[Tensor, "*batch 3 H W"]) -> Float[Tensor, "*batch 3 H W"]:
+    """Map unit normals in [-1, 1] to colours ``(n + 1) / 2``.
+
+    Example:
+        >>> import torch
+        >>> colorize_normals(torch.tensor([0.0, 0.0, -1.0]).view(3, 1, 1)).flatten().tolist()
+        [0.5, 0.5, 0.0]
+    """
+    return ((normals.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@typechecked
+def colorize_segmentation(
+    labels: Int[Tensor, "*batch H W"], palette: Float[Tensor, "n 3"] | None = None
+) -> Float[Tensor, "*batch 3 H W"]:
+    """Colour integer label maps with a fixed palette (:data:`PALETTE` by default).
+
+    Labels are taken modulo the palette size; negative labels are an error.
+
+    Example:
+        >>> import torch
+        >>> colorize_segmentation(torch.tensor([[0, 2]]))[:, 0, 1].tolist()
+        [0.9019607901573181, 0.09803921729326248, 0.29411765933036804]
+    """
+    pal = PALETTE if palette is None else palette.float()
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(f"labels must be >= 0, got minimum {int(labels.min())}")
+    return pal[labels.long() % len(pal)].movedim(-1, -3).contiguous()
+
+
+def _upscale(image: Tensor, scale: int) -> Tensor:
+    return image if scale == 1 else image.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+
+def make_grid(
+    rows: Sequence[Sequence[Tensor]], pad: int = 2, pad_value: float = 1.0, scale: int = 1
+) -> Tensor:
+    """Tile rows of images (3, H, W) into one image (3, H', W').
+
+    All images must share one size; uint8 images are converted to float. ``scale``
+    enlarges every image by an integer factor (nearest neighbour) first.
+
+    Example:
+        >>> import torch
+        >>> tuple(make_grid([[torch.zeros(3, 4, 4)] * 3] * 2, pad=1, scale=2).shape)
+        (3, 19, 28)
+    """
+    if not rows or not all(len(r) for r in rows):
+        raise ValueError("make_grid needs at least one non-empty row of images")
+    if scale < 1 or pad < 0:
+        raise ValueError(f"expected scale >= 1 and pad >= 0, got scale={scale}, pad={pad}")
+    images = [[im.float() / 255.0 if im.dtype == torch.uint8 else im.detach().float() for im in r] for r in rows]
+    shapes = {tuple(im.shape) for r in images for im in r}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[0] != 3:
+        raise ValueError(f"make_grid expects images of one shape (3, H, W); got shapes {sorted(shapes)}")
+    _, h, w = next(iter(shapes))
+    h, w = h * scale, w * scale
+    ncols = max(len(r) for r in images)
+    out = torch.full((3, pad + len(images) * (h + pad), pad + ncols * (w + pad)), float(pad_value))
+    for i, r in enumerate(images):
+        for j, im in enumerate(r):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[:, y : y + h, x : x + w] = _upscale(im, scale)
+    return out
+
+
+@typechecked
+def save_png(image: Float[Tensor, "3 H W"] | UInt8[Tensor, "3 H W"], path: str | os.PathLike) -> Path:
+    """Write one image (3, H, W), float in [0, 1] or uint8, as an 8-bit PNG (atomically).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> p = save_png(torch.ones(3, 2, 2), pathlib.Path(tempfile.mkdtemp()) / "x.png")
+        >>> p.suffix
+        '.png'
+    """
+    target = Path(path)
+    arr = to_uint8(image).permute(1, 2, 0).cpu().numpy()
+    with atomic_write(target) as tmp:
+        Image.fromarray(arr, "RGB").save(tmp, format="PNG")
+    return target
+
+
+@typechecked
+def save_gif(frames: Float[Tensor, "t 3 H W"] | UInt8[Tensor, "t 3 H W"], path: str | os.PathLike, fps: float | int = 8.0, loop: int = 0) -> Path:
+    """Write frames (t, 3, H, W), float in [0, 1] or uint8, as an animated GIF (atomically).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> p = save_gif(torch.rand(2, 3, 4, 4), pathlib.Path(tempfile.mkdtemp()) / "x.gif")
+        >>> p.stat().st_size > 0
+        True
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    target = Path(path)
+    arrays = to_uint8(frames).permute(0, 2, 3, 1).cpu().numpy()
+    images = [Image.fromarray(a, "RGB") for a in arrays]
+    with atomic_write(target) as tmp:
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=loop,
+            disposal=1,
+        )
+    return target
