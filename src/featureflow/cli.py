@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES: tuple[str, ...] = (
     "featureflow.demo",
     "featureflow.training.vae",
+    "featureflow.training.forecaster",
 )
 
 

@@ -1,3 +1,25 @@
-"""featureflow.forecast (filled in by its issue)."""
+"""Forecasting latents: the denoiser trunk, flow-matching and regression forecasters, rollouts.
 
-__all__: list[str] = []
+Example:
+    >>> import torch
+    >>> from featureflow.forecast import Denoiser, FlowForecaster
+    >>> fc = FlowForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2))
+    >>> fc.sample(torch.randn(1, 2, 2, 2, 4), num_samples=2, steps=2).shape
+    torch.Size([1, 2, 2, 2, 4])
+"""
+
+from featureflow.forecast.base import ForecasterBase
+from featureflow.forecast.denoiser import Denoiser, DenoiserState
+from featureflow.forecast.flow import FlowForecaster
+from featureflow.forecast.regression import RegressionForecaster
+from featureflow.forecast.rollout import Rollout, draw_window
+
+__all__ = [
+    "Denoiser",
+    "DenoiserState",
+    "FlowForecaster",
+    "RegressionForecaster",
+    "ForecasterBase",
+    "Rollout",
+    "draw_window",
+]

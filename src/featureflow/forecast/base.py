@@ -1,0 +1,166 @@
+"""`ForecasterBase`: what flow and regression forecasters share (denoiser, windows, rollout loop)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from featureflow.forecast.rollout import Rollout, draw_window
+from featureflow.solvers import ODESolver, resolve
+from featureflow.typing import Float, Latents, check_finite, typechecked
+from featureflow.utils import Configurable, build_component, progress_bar
+
+__all__ = ["ForecasterBase"]
+
+
+def _build_denoiser(denoiser: Any) -> nn.Module:
+    if isinstance(denoiser, dict):
+        denoiser = build_component(denoiser)
+    missing = [m for m in ("velocity", "prefill", "step", "append") if not callable(getattr(denoiser, m, None))]
+    if not isinstance(denoiser, nn.Module) or missing or not hasattr(denoiser, "max_context"):
+        raise TypeError(
+            "denoiser must be an nn.Module with velocity/prefill/step/append and max_context "
+            f"(e.g. featureflow.forecast.Denoiser) or its component spec dict; got {type(denoiser).__name__}"
+            + (f" missing {missing}" if missing else "")
+        )
+    return denoiser
+
+
+class ForecasterBase(nn.Module, Configurable):
+    """Shared machinery; subclasses define ``loss`` and ``_next_frame``.
+
+    Args:
+        denoiser: a :class:`~featureflow.forecast.Denoiser` (or its ``describe()`` spec).
+        min_context: fewest context frames drawn for a training window.
+        max_stride: largest frame stride drawn for a training window (1 = consecutive).
+    """
+
+    def __init__(self, denoiser: Any, *, min_context: int = 1, max_stride: int = 4) -> None:
+        super().__init__()
+        self.denoiser = _build_denoiser(denoiser)
+        if not 1 <= min_context <= self.max_context:
+            raise ValueError(f"min_context must be in 1..max_context={self.max_context}, got {min_context}")
+        if max_stride < 1:
+            raise ValueError(f"max_stride must be >= 1, got {max_stride}")
+        self.min_context = int(min_context)
+        self.max_stride = int(max_stride)
+        self.config: dict[str, Any] = {
+            "denoiser": self.denoiser.describe(),
+            "min_context": self.min_context,
+            "max_stride": self.max_stride,
+        }
+
+    @property
+    def max_context(self) -> int:
+        """Largest context window (that of the denoiser); longer contexts keep their last frames."""
+        return int(self.denoiser.max_context)
+
+    @property
+    def latent_dim(self) -> int:
+        """Latent channels C."""
+        return int(self.denoiser.latent_dim)
+
+    def draw_window(self, clip: Latents, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A random (context, target) training window from ``clip``; see :func:`draw_window`."""
+        return draw_window(
+            clip, min_context=self.min_context, max_context=self.max_context, max_stride=self.max_stride,
+            generator=generator,
+        )
+
+    # --- sampling ------------------------------------------------------------------
+    def _rows_per_element(self, num_samples: int) -> int:
+        """Distinct rows computed per batch element (1 for deterministic forecasters)."""
+        return num_samples
+
+    def _solver(self, solver: str | ODESolver, steps: int | None) -> ODESolver | None:
+        """The solver a rollout uses (resolved once per rollout)."""
+        return resolve(solver, steps)
+
+    def _next_frame(
+        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float
+    ) -> tuple[Tensor, int]:
+        """The next frame (rows, h, w, C) given the window ``state``, and the NFE spent."""
+        raise NotImplementedError
+
+    def _check_context(self, context: Tensor, horizon: int, num_samples: int) -> Tensor:
+        if context.shape[-1] != self.latent_dim:
+            raise ValueError(f"context has {context.shape[-1]} latent channels; the denoiser expects {self.latent_dim}")
+        if context.shape[1] < 1:
+            raise ValueError("context must hold at least one frame")
+        if not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_finite("context", context)
+        return context[:, -self.max_context :]
+
+    @typechecked
+    @torch.no_grad()
+    def rollout(
+        self,
+        context: Latents,
+        horizon: int,
+        num_samples: int = 1,
+        solver: str | ODESolver = "euler",
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        guidance: float | int = 1.0,
+        progress: bool = False,
+    ) -> Rollout:
+        """Forecast ``horizon`` frames autoregressively, ``num_samples`` futures per clip.
+
+        The context window slides: each new frame is appended and the oldest dropped
+        once ``max_context`` frames are held (contexts longer than that keep their last
+        ``max_context`` frames). The context is prefilled once per clip and expanded to
+        the samples, which run batched (b * s rows); the denoiser's cache is reused along
+        the rollout, and memory holds only the window and the outputs.
+
+        Args:
+            context: clean context latents (b, t, h, w, C).
+            horizon: forecast steps k.
+            num_samples: samples s per clip.
+            solver: a solver name (``"euler"``, ``"heun"``, ...) or an ``ODESolver``.
+            steps: network evaluations per frame for a named solver (None = its default).
+            generator: source of the noise (deterministic output given its state).
+            guidance: classifier-free guidance scale on the context (1 = off; other
+                values cost a second, unconditional evaluation per ODE step).
+            progress: show a progress bar over the horizon.
+
+        Returns:
+            ``Rollout(latents (b, s, k, h, w, C), nfe_per_frame)``.
+        """
+        context = self._check_context(context, horizon, num_samples)
+        b, _, h, w, c = context.shape
+        rows = self._rows_per_element(num_samples)
+        ode = self._solver(solver, steps)
+        state = self.denoiser.prefill(context)  # the context cache is computed once per clip ...
+        if rows > 1:
+            expand = getattr(state, "expand", None)  # ... and copied to the samples
+            state = expand(rows) if expand is not None else self.denoiser.prefill(context.repeat_interleave(rows, 0))
+        out = context.new_empty(b * rows, horizon, h, w, c)
+        nfes: list[int] = []
+        for k in progress_bar(range(horizon), progress=progress, desc="rollout", total=horizon):
+            frame, nfe = self._next_frame(state, b * rows, ode, generator, guidance)
+            out[:, k] = frame
+            nfes.append(nfe)
+            if k + 1 < horizon:
+                state = self.denoiser.append(state, frame)
+        latents = out.view(b, rows, horizon, h, w, c)
+        if rows != num_samples:
+            latents = latents.expand(b, num_samples, horizon, h, w, c).contiguous()
+        return Rollout(latents, tuple(nfes))
+
+    @typechecked
+    def sample(
+        self,
+        context: Latents,
+        num_samples: int = 1,
+        solver: str | ODESolver = "euler",
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        guidance: float | int = 1.0,
+    ) -> Float[Tensor, "b s h w C"]:
+        """Samples of the next frame, (b, s, h, w, C); see :meth:`rollout` for the arguments."""
+        return self.rollout(context, 1, num_samples, solver, steps, generator, guidance).latents[:, :, 0]

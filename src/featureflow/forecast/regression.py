@@ -1,0 +1,82 @@
+"""`RegressionForecaster`: the same trunk predicting the next latent directly (the matched baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from featureflow.forecast.base import ForecasterBase
+from featureflow.solvers import ODESolver
+from featureflow.typing import FrameLatents, Latents, typechecked
+from featureflow.utils import register_component
+
+__all__ = ["RegressionForecaster"]
+
+_LOSSES = ("mse", "smooth_l1")
+
+
+@register_component
+class RegressionForecaster(ForecasterBase):
+    """Deterministic next-frame prediction with the denoiser trunk (DINO-Foresight style).
+
+    The prediction is ``denoiser.velocity(context, x_t=0, t=0)``: the trunk sees an
+    all-zero target frame at flow time 0 and its output is read as the next latent
+    itself (not a velocity). Training windows are drawn exactly as for
+    :class:`FlowForecaster`, so the two are compute-matched. ``sample``/``rollout`` have
+    the flow forecaster's signature; solver, steps, generator and guidance are accepted
+    and ignored, every sample is the same prediction, and ``nfe`` is 1 per frame.
+
+    Args:
+        denoiser: a :class:`~featureflow.forecast.Denoiser` (or its ``describe()`` spec).
+        loss: ``"mse"`` or ``"smooth_l1"`` (Huber with beta 1).
+        min_context: fewest context frames in a training window (as for ``FlowForecaster``).
+        max_stride: largest frame stride in a training window.
+
+    Example:
+        >>> import torch
+        >>> from featureflow.forecast import Denoiser, RegressionForecaster
+        >>> den = Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)
+        >>> fc = RegressionForecaster(den)
+        >>> s = fc.sample(torch.randn(1, 2, 2, 2, 4), num_samples=3)
+        >>> s.shape, bool((s[:, 0] == s[:, 2]).all())
+        (torch.Size([1, 3, 2, 2, 4]), True)
+    """
+
+    def __init__(self, denoiser: Any, loss: str = "mse", *, min_context: int = 1, max_stride: int = 4) -> None:
+        super().__init__(denoiser, min_context=min_context, max_stride=max_stride)
+        if loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+        self.loss_type = loss
+        self.config["loss"] = loss
+
+    @typechecked
+    def predict(self, context: Latents) -> FrameLatents:
+        """The predicted next frame (b, h, w, C) given context (b, t, h, w, C) (uncached)."""
+        context = context[:, -self.max_context :]
+        x = context.new_zeros(context[:, -1].shape)
+        return self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]))
+
+    @typechecked
+    def loss(self, clip: Latents, generator: torch.Generator | None = None) -> Tensor:
+        """Regression loss of a batch of latent clips (b, T, h, w, C), T >= 2; a scalar."""
+        context, target = self.draw_window(clip, generator)
+        pred = self.predict(context).float()
+        if self.loss_type == "mse":
+            return F.mse_loss(pred, target.float())
+        return F.smooth_l1_loss(pred, target.float())
+
+    def _rows_per_element(self, num_samples: int) -> int:
+        return 1
+
+    def _solver(self, solver: str | ODESolver, steps: int | None) -> ODESolver | None:
+        return None  # one network evaluation per frame, no ODE
+
+    def _next_frame(
+        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float
+    ) -> tuple[Tensor, int]:
+        frames = state.frames
+        x = frames.new_zeros(rows, frames.shape[2], frames.shape[3], frames.shape[4])
+        return self.denoiser.step(state, x, x.new_zeros(rows)), 1

@@ -1,0 +1,109 @@
+"""`Rollout`: the result of an autoregressive forecast, and the noise / window helpers it uses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Rollout", "randn", "draw_window"]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Forecast latents and the network evaluations spent on them.
+
+    Attributes:
+        latents: (b, s, k, h, w, C): batch, samples, forecast steps.
+        nfe_per_frame: network evaluations spent on each forecast frame, exact
+            (with classifier-free guidance each ODE step costs two evaluations).
+
+    Example:
+        >>> import torch
+        >>> r = Rollout(torch.zeros(1, 2, 3, 4, 4, 8), (8, 8, 8))
+        >>> r.nfe, r.horizon, r.num_samples
+        (8, 3, 2)
+    """
+
+    latents: Tensor
+    nfe_per_frame: tuple[int, ...]
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per forecast frame (rounded-up mean when they vary, e.g. dopri5)."""
+        if not self.nfe_per_frame:
+            return 0
+        return math.ceil(sum(self.nfe_per_frame) / len(self.nfe_per_frame))
+
+    @property
+    def horizon(self) -> int:
+        """Forecast steps k."""
+        return int(self.latents.shape[2])
+
+    @property
+    def num_samples(self) -> int:
+        """Samples s per batch element."""
+        return int(self.latents.shape[1])
+
+
+def randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Standard normal noise drawn from ``generator`` (on the generator's device), moved to ``device``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> randn((2,), g, torch.device("cpu"), torch.float32).shape
+        torch.Size([2])
+    """
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device, dtype)
+
+
+def _randint(lo: int, hi: int, generator: torch.Generator | None, size: tuple[int, ...] = ()) -> Tensor:
+    """Uniform integers in [lo, hi] (inclusive), drawn from ``generator`` and returned on the CPU."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(lo, hi + 1, size or (1,), generator=generator, device=device).cpu()
+
+
+def draw_window(
+    clip: Tensor,
+    *,
+    min_context: int,
+    max_context: int,
+    max_stride: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw a training window from clips: ``(context (b, c, h, w, C), target (b, h, w, C))``.
+
+    As in the paper's variable-length recipe, one context length ``c`` (uniform in
+    ``min_context..min(max_context, T - 1)``) and one frame stride (uniform in
+    ``1..min(max_stride, (T - 1) // c)``) are drawn per batch, and a start offset per
+    clip; frames ``start, start + stride, ..., start + c * stride`` are taken, the last
+    being the target. Draws come from ``generator`` or the global CPU RNG.
+
+    Example:
+        >>> clip = torch.arange(6.0).reshape(1, 6, 1, 1, 1).expand(2, 6, 1, 1, 1)
+        >>> ctx, tgt = draw_window(clip, min_context=2, max_context=2, max_stride=1,
+        ...                        generator=torch.Generator().manual_seed(0))
+        >>> ctx.shape[1], bool((tgt.flatten() - ctx[:, -1].flatten() == 1).all())
+        (2, True)
+    """
+    if clip.dim() != 5:
+        raise ValueError(f"expected latent clips of shape (b, T, h, w, C), got shape {tuple(clip.shape)}")
+    b, T = int(clip.shape[0]), int(clip.shape[1])
+    if T < min_context + 1:
+        raise ValueError(
+            f"clips have {T} frames but a training window needs at least min_context + 1 = {min_context + 1}"
+        )
+    hi = min(max_context, T - 1)
+    c = int(_randint(min_context, hi, generator))
+    stride = int(_randint(1, max(1, min(max_stride, (T - 1) // c)), generator))
+    span = c * stride
+    start = _randint(0, T - 1 - span, generator, (b,))
+    idx = (start[:, None] + torch.arange(c + 1)[None] * stride).to(clip.device)
+    frames = clip[torch.arange(b, device=clip.device)[:, None], idx]
+    return frames[:, :c], frames[:, c]

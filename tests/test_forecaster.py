@@ -1,0 +1,297 @@
+"""Flow and regression forecasters: losses, training windows, sampling and rollouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster, Rollout, draw_window
+from featureflow.solvers import Euler, Heun
+from featureflow.typing import ShapeError
+from featureflow.utils import Configurable, build_component, register_component
+
+C, H, W = 3, 2, 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+@dataclass(frozen=True)
+class _State:
+    frames: torch.Tensor
+
+    def expand(self, n: int) -> "_State":
+        return _State(self.frames.repeat_interleave(n, dim=0))
+
+
+@register_component
+class _TinyDenoiser(nn.Module, Configurable):
+    """A test double with the Denoiser interface; its velocity depends on the window order."""
+
+    arch = "tiny"
+
+    def __init__(self, latent_dim: int = C, max_context: int = 3) -> None:
+        super().__init__()
+        self.latent_dim, self.max_context = latent_dim, max_context
+        self.config = {"latent_dim": latent_dim, "max_context": max_context}
+        self.lx = nn.Linear(latent_dim, latent_dim)
+        self.lc = nn.Linear(latent_dim, latent_dim)
+        self.lt = nn.Parameter(torch.randn(latent_dim))
+        self.null = nn.Parameter(torch.randn(latent_dim))
+        self.windows: list[int] = []
+
+    def velocity(self, context, x_t, t):
+        if context is None:
+            c = self.null.expand_as(x_t)
+        else:
+            wts = torch.arange(1, context.shape[1] + 1, dtype=x_t.dtype)
+            c = (context * wts.view(1, -1, 1, 1, 1)).sum(1) / wts.sum()
+        return self.lx(x_t) + self.lc(c) + t.view(-1, 1, 1, 1) * self.lt
+
+    def prefill(self, context):
+        return _State(context[:, -self.max_context :])
+
+    def step(self, state, x_t, t):
+        self.windows.append(state.frames.shape[1])
+        return self.velocity(state.frames, x_t, t)
+
+    def append(self, state, frame):
+        return _State(torch.cat([state.frames, frame[:, None]], 1)[:, -self.max_context :])
+
+
+def tiny_flow(**kw) -> FlowForecaster:
+    return FlowForecaster(_TinyDenoiser(), **kw)
+
+
+def real(max_context: int = 3) -> Denoiser:
+    return Denoiser(latent_dim=C, width=16, depth=1, heads=2, max_context=max_context)
+
+
+# ----------------------------------------------------------------- training windows
+def test_draw_window_lengths_strides_and_order():
+    T = 9
+    clip = torch.arange(T, dtype=torch.float32).view(1, T, 1, 1, 1).expand(4, T, 1, 1, 1).contiguous()
+    clip = clip + 100 * torch.arange(4.0).view(4, 1, 1, 1, 1)  # tells clips apart
+    g = torch.Generator().manual_seed(0)
+    lengths, strides = set(), set()
+    for _ in range(300):
+        ctx, tgt = draw_window(clip, min_context=1, max_context=4, max_stride=3, generator=g)
+        frames = torch.cat([ctx, tgt[:, None]], 1)[..., 0, 0, 0]  # (b, c+1)
+        steps = frames[:, 1:] - frames[:, :-1]
+        assert bool((steps == steps[0, 0]).all())  # one stride per batch, consecutive in time
+        assert bool(((frames // 100) == torch.arange(4.0)[:, None]).all())  # rows stay in their clip
+        lengths.add(ctx.shape[1])
+        strides.add(int(steps[0, 0]))
+    assert lengths == {1, 2, 3, 4} and strides == {1, 2, 3}
+    with pytest.raises(ValueError, match="at least min_context \\+ 1 = 3"):
+        draw_window(clip[:, :2], min_context=2, max_context=4, max_stride=1)
+
+
+def test_flow_loss_matches_manual_computation():
+    fc = tiny_flow(max_stride=2)
+    clip = torch.randn(4, 5, H, W, C)
+    loss = fc.loss(clip, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    ctx, data = draw_window(clip, min_context=1, max_context=3, max_stride=2, generator=g)
+    noise = torch.randn(data.shape, generator=g)
+    t = torch.rand(4, generator=g)
+    x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * data
+    expected = F.mse_loss(fc.denoiser.velocity(ctx, x_t, t), data - noise)
+    torch.testing.assert_close(loss, expected)
+    assert loss.requires_grad
+
+
+def test_logit_normal_times():
+    fc = tiny_flow(time_sampling="logit_normal", logit_std=1.0)
+    t = fc.sample_time(20000, torch.Generator().manual_seed(0))
+    assert 0 < float(t.min()) and float(t.max()) < 1
+    assert abs(float(t.mean()) - 0.5) < 0.01
+    assert float(t.var()) < 1 / 12 - 0.02  # more mass in the middle than uniform
+    u = tiny_flow().sample_time(20000, torch.Generator().manual_seed(0))
+    assert abs(float(u.var()) - 1 / 12) < 0.005
+
+
+def test_history_dropout_uses_unconditional_velocity():
+    clip = torch.randn(6, 4, H, W, C)
+    fc = tiny_flow(history_dropout=0.999999)
+    fc_none = tiny_flow()
+    fc_none.load_state_dict(fc.state_dict())
+    calls = []
+    orig = fc.denoiser.velocity
+    fc.denoiser.velocity = lambda ctx, x, t: calls.append(ctx is None) or orig(ctx, x, t)
+    loss = fc.loss(clip, generator=torch.Generator().manual_seed(1))
+    assert calls == [True]
+    # Same draws without dropout, but the context replaced by None, gives the same loss.
+    g = torch.Generator().manual_seed(1)
+    _, data = draw_window(clip, min_context=1, max_context=3, max_stride=4, generator=g)
+    noise, t = torch.randn(data.shape, generator=g), torch.rand(6, generator=g)
+    x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * data
+    torch.testing.assert_close(loss, F.mse_loss(orig(None, x_t, t), data - noise))
+    # p = 0.5 mixes both kinds within a batch and stays differentiable.
+    fc.history_dropout = 0.5
+    calls.clear()
+    fc.loss(torch.randn(32, 4, H, W, C), generator=torch.Generator().manual_seed(2)).backward()
+    assert sorted(calls) == [False, True]
+
+
+# ------------------------------------------------------------------------ rollouts
+def _reference_rollout(den, context, horizon, s, steps, seed, max_context):
+    """Naive rollout: uncached velocity on an explicitly sliced window, Euler."""
+    g = torch.Generator().manual_seed(seed)
+    window = context.repeat_interleave(s, 0)[:, -max_context:]
+    outs = []
+    for _ in range(horizon):
+        x = torch.randn(window.shape[0], *window.shape[2:], generator=g)
+        for i in range(steps):
+            t = torch.full((window.shape[0],), i / steps)
+            x = x + (1 / steps) * den.velocity(window, x, t)
+        outs.append(x)
+        window = torch.cat([window, x[:, None]], 1)[:, -max_context:]
+    b = context.shape[0]
+    return torch.stack(outs, 1).view(b, s, horizon, *context.shape[2:])
+
+
+def real_vfmf(max_context: int = 3) -> Denoiser:
+    return Denoiser(arch="vfmf", latent_dim=C, width=12, depth=1, heads=2, max_context=max_context, grid=(H, W))
+
+
+@pytest.mark.parametrize("make", [lambda: _TinyDenoiser(max_context=3), lambda: real(3), lambda: real_vfmf(3)],
+                         ids=["double", "causal", "vfmf"])
+def test_rollout_equals_naive_reference(make):
+    den = make().eval()
+    fc = FlowForecaster(den)
+    context = torch.randn(2, 2, H, W, C)
+    with torch.no_grad():
+        ref = _reference_rollout(den, context, horizon=4, s=3, steps=3, seed=7, max_context=3)
+    r = fc.rollout(context, 4, num_samples=3, solver="euler", steps=3, generator=torch.Generator().manual_seed(7))
+    assert isinstance(r, Rollout) and r.latents.shape == (2, 3, 4, H, W, C)
+    assert r.nfe == 3 and r.nfe_per_frame == (3, 3, 3, 3)
+    torch.testing.assert_close(r.latents, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_rollout_prefills_once_and_cache_stays_bounded():
+    den = real(2).eval()
+    fc = FlowForecaster(den)
+    counts = {"prefill": 0, "append": 0}
+    sizes = []
+    prefill, append = den.prefill, den.append
+
+    def counting_prefill(ctx):
+        counts["prefill"] += 1
+        return prefill(ctx)
+
+    def recording_append(state, frame):
+        counts["append"] += 1
+        new = append(state, frame)
+        sizes.append((new.num_frames, new.keys[0].shape[-2], new.values[0].shape[-2]))
+        return new
+
+    den.prefill, den.append = counting_prefill, recording_append
+    r = fc.rollout(torch.randn(2, 1, H, W, C), 6, num_samples=3, steps=2, generator=torch.Generator().manual_seed(0))
+    assert r.latents.shape == (2, 3, 6, H, W, C)
+    assert counts == {"prefill": 1, "append": 5}  # one prefill; no append after the last frame
+    assert sizes == [(2, 2, 2)] * 5  # window and cache hold max_context frames, whatever the horizon
+
+
+def test_rollout_window_slides_and_long_context_is_truncated():
+    den = _TinyDenoiser(max_context=2)
+    fc = FlowForecaster(den)
+    ctx = torch.randn(1, 5, H, W, C)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = fc.rollout(ctx, 3, solver="euler", steps=2, generator=g()).latents
+    b = fc.rollout(ctx[:, -2:], 3, solver="euler", steps=2, generator=g()).latents
+    assert torch.equal(a, b)
+    assert max(den.windows) == 2  # the window never grows past max_context
+
+
+def test_sampling_is_deterministic_given_generator_and_samples_differ():
+    fc = FlowForecaster(real(2))
+    ctx = torch.randn(2, 2, H, W, C)
+    s1 = fc.sample(ctx, num_samples=4, solver="heun", steps=3, generator=torch.Generator().manual_seed(5))
+    s2 = fc.sample(ctx, num_samples=4, solver=Heun(steps=3), generator=torch.Generator().manual_seed(5))
+    s3 = fc.sample(ctx, num_samples=4, solver="heun", steps=3, generator=torch.Generator().manual_seed(6))
+    assert s1.shape == (2, 4, H, W, C)
+    assert torch.equal(s1, s2) and not torch.allclose(s1, s3)
+    assert not torch.allclose(s1[:, 0], s1[:, 1])  # samples of one context differ
+
+
+def test_guidance():
+    den = _TinyDenoiser()
+    fc = FlowForecaster(den)
+    ctx = torch.randn(1, 2, H, W, C)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = fc.rollout(ctx, 2, solver=Euler(steps=1), generator=gen())
+    same = fc.rollout(ctx, 2, solver=Euler(steps=1), generator=gen(), guidance=1.0)
+    guided = fc.rollout(ctx, 1, solver=Euler(steps=1), generator=gen(), guidance=2)  # an int is fine
+    assert torch.equal(plain.latents, same.latents)
+    assert guided.nfe == 2  # conditional + unconditional per ODE step
+    x0 = torch.randn(1, H, W, C, generator=gen())
+    t0 = torch.zeros(1)
+    with torch.no_grad():
+        v_c, v_u = den.velocity(ctx, x0, t0), den.velocity(None, x0, t0)
+        expected = x0 + v_u + 2.0 * (v_c - v_u)
+    torch.testing.assert_close(guided.latents[0, 0, 0], expected[0])
+
+
+def test_bad_inputs():
+    fc = FlowForecaster(real(2))
+    with pytest.raises(ValueError, match="latent channels"):
+        fc.sample(torch.randn(1, 2, H, W, C + 1))
+    with pytest.raises(ValueError, match="horizon"):
+        fc.rollout(torch.randn(1, 2, H, W, C), 0)
+    with pytest.raises(ShapeError):
+        fc.sample(torch.randn(2, H, W, C))
+    with pytest.raises(ValueError, match="time_sampling"):
+        FlowForecaster(real(), time_sampling="beta")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        fc.sample(torch.randn(1, 2, H, W, C), solver="rk4", steps=6)
+    with pytest.raises(TypeError, match="denoiser must be"):
+        FlowForecaster(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="loss must be"):
+        RegressionForecaster(real(), loss="l1")
+
+
+# ---------------------------------------------------------------------- regression
+def test_regression_prediction_loss_and_rollout():
+    den = real(3).eval()
+    fc = RegressionForecaster(den, loss="smooth_l1")
+    clip = torch.randn(3, 5, H, W, C)
+    loss = fc.loss(clip, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    ctx, tgt = draw_window(clip, min_context=1, max_context=3, max_stride=4, generator=g)
+    pred = den.velocity(ctx, torch.zeros_like(tgt), torch.zeros(3))
+    torch.testing.assert_close(loss, F.smooth_l1_loss(pred, tgt))
+
+    context = torch.randn(2, 2, H, W, C)
+    r = fc.rollout(context, 3, num_samples=4, solver="heun", steps=8, generator=torch.Generator().manual_seed(0))
+    assert r.latents.shape == (2, 4, 3, H, W, C) and r.nfe == 1
+    assert torch.equal(r.latents[:, :1].expand_as(r.latents), r.latents)
+    with torch.no_grad():  # naive: predict, slide, predict
+        window, outs = context, []
+        for _ in range(3):
+            outs.append(fc.predict(window))
+            window = torch.cat([window, outs[-1][:, None]], 1)[:, -3:]
+    torch.testing.assert_close(r.latents[:, 0], torch.stack(outs, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_config_round_trip():
+    for fc in (FlowForecaster(real(), time_sampling="logit_normal", history_dropout=0.1, max_stride=2),
+               RegressionForecaster(real(), loss="smooth_l1", min_context=2)):
+        spec = fc.describe()
+        again = build_component(spec)
+        assert type(again) is type(fc) and again.config == fc.config
+        again.load_state_dict(fc.state_dict())
+        ctx = torch.randn(1, 2, H, W, C)
+        gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        assert torch.equal(fc.sample(ctx, 2, generator=gen()), again.sample(ctx, 2, generator=gen()))
