@@ -1,0 +1,118 @@
+"""`ModuleEncoder`: any module or callable that maps images to patch features."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from featureflow.encoders.base import IMAGENET_MEAN, IMAGENET_STD, check_features, grid_size, prepare_images
+from featureflow.typing import FrameFeatures, Images, ImagesU8, ShapeError, typechecked
+
+__all__ = ["ModuleEncoder"]
+
+
+def _stats(normalize: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    if normalize is None:
+        return None
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        mean, std = normalize
+        mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"normalize must be None, 'imagenet' or (mean, std) with 3 values each; got {normalize!r:.80}"
+        ) from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"normalize=(mean, std) needs 3 values each and positive std; got {normalize!r:.80}")
+    return mean, std
+
+
+class ModuleEncoder(nn.Module):
+    """Wrap a network (SigLIP, CLIP, a timm ViT, your own) as a featureflow `Encoder`.
+
+    The wrapped module receives images ``(b, 3, H', W')`` sized by the ``resize``
+    policy (see `featureflow.encoders.base`), in [0, 1] or normalised with
+    ``normalize``, and must return patch features ``(b, H'/p, W'/p, D)``
+    (``channels_last=True``) or ``(b, D, H'/p, W'/p)`` (``channels_last=False``). The
+    output is checked: a wrong grid or channel count raises `ShapeError` naming both.
+
+    An ``nn.Module`` is registered as a submodule (its weights are in this module's
+    ``state_dict()``, and ``.to(device)`` moves it); a plain callable is just called.
+    ``ModuleEncoder`` is not a registered component: to save an arbitrary network
+    inside a ``WorldModel``, write a small ``Configurable`` class for it.
+
+    Args:
+        module: ``nn.Module`` or callable images → features.
+        patch_size: pixels per patch side of the wrapped network.
+        feature_dim: ``D`` it returns.
+        channels_last: whether it returns ``(b, h, w, D)`` (True) or ``(b, D, h, w)``.
+        normalize: ``None`` (pass [0, 1] pixels), ``"imagenet"`` or ``(mean, std)``.
+        resize: sizing policy ``"resize"`` (default), ``"crop"`` or ``"error"``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> enc = ModuleEncoder(nn.Conv2d(3, 6, 4, stride=4), patch_size=4, feature_dim=6,
+        ...                     channels_last=False, normalize="imagenet")
+        >>> enc(torch.rand(2, 3, 16, 12)).shape
+        torch.Size([2, 4, 3, 6])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | Callable[[Tensor], Tensor],
+        patch_size: int,
+        feature_dim: int,
+        channels_last: bool = True,
+        normalize: str | Sequence[Sequence[float]] | None = None,
+        resize: str = "resize",
+    ) -> None:
+        super().__init__()
+        if not callable(module):
+            raise TypeError(f"ModuleEncoder expects an nn.Module or a callable; got {type(module).__name__}")
+        if int(patch_size) != patch_size or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}")
+        if int(feature_dim) != feature_dim or feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive integer, got {feature_dim!r}")
+        grid_size(patch_size, patch_size, int(patch_size), resize)  # validates the policy
+        self.module = module  # nn.Module -> submodule; callable -> plain attribute
+        self.patch_size = int(patch_size)
+        self.feature_dim = int(feature_dim)
+        self.channels_last = bool(channels_last)
+        self.resize = resize
+        stats = _stats(normalize)
+        self.normalize = None if stats is None else ("imagenet" if normalize == "imagenet" else stats)
+        if stats is None:
+            self.register_buffer("mean", None, persistent=False)
+            self.register_buffer("std", None, persistent=False)
+        else:
+            self.register_buffer("mean", torch.tensor(stats[0]).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(stats[1]).view(1, 3, 1, 1), persistent=False)
+
+    @typechecked
+    def forward(self, images: Images | ImagesU8) -> FrameFeatures:
+        """Images ``(b, 3, H, W)`` in [0, 1] (or uint8) → features ``(b, h, w, D)``."""
+        x = prepare_images(images, self.patch_size, self.resize)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        if self.mean is not None:
+            x = (x - self.mean.to(x)) / self.std.to(x)
+        out = self.module(x)
+        name = f"ModuleEncoder({type(self.module).__name__})"
+        if not self.channels_last:
+            if not isinstance(out, Tensor) or out.ndim != 4:
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ShapeError(
+                    f"{name} returned {shape}; expected (b, D, h, w) = "
+                    f"{(x.shape[0], self.feature_dim, *grid)} with channels_last=False"
+                )
+            out = out.permute(0, 2, 3, 1)
+        return check_features(out, x.shape[0], grid, self.feature_dim, name)
+
+    def extra_repr(self) -> str:
+        return (
+            f"patch_size={self.patch_size}, feature_dim={self.feature_dim}, "
+            f"channels_last={self.channels_last}, resize={self.resize!r}"
+        )
