@@ -13,10 +13,12 @@ Example:
 """
 
 from featureflow import (
+    compat,
     compressors,
     data,
     encoders,
     forecast,
+    kernels,
     metrics,
     probes,
     solvers,
@@ -24,18 +26,24 @@ from featureflow import (
     typing,
     utils,
     viz,
+    world,
 )
 from featureflow.typing import ShapeError
+from featureflow.world import Forecast, WorldModel
 from featureflow.version import FORMAT_VERSION, __version__
 
 __all__ = [
     "__version__",
     "FORMAT_VERSION",
     "ShapeError",
+    "WorldModel",
+    "Forecast",
+    "compat",
     "compressors",
     "data",
     "encoders",
     "forecast",
+    "kernels",
     "metrics",
     "probes",
     "solvers",
@@ -43,4 +51,5 @@ __all__ = [
     "typing",
     "utils",
     "viz",
+    "world",
 ]

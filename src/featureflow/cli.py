@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "featureflow.demo",
     "featureflow.training.vae",
     "featureflow.training.forecaster",
+    "featureflow.training.pipeline",
+    "featureflow.world.cli",
+    "featureflow.compat.vfmf.cli",
 )
 
 

@@ -1,3 +1,41 @@
-"""featureflow.training (filled in by its issue)."""
+"""Training: one entry point per stage (features → compressor → forecaster → probes) and the pipeline.
 
-__all__: list[str] = []
+Every stage runs single-process or under ``torchrun`` (see `featureflow.training.distributed`).
+"""
+
+from featureflow.training import distributed
+from featureflow.training.checkpoint import load_checkpoint, save_checkpoint
+from featureflow.training.data import BatchStream
+from featureflow.training.ema import EMA
+from featureflow.training.features import FeatureShards, extract_features
+from featureflow.training.forecaster import save_forecaster, train_forecaster
+from featureflow.training.loop import FitResult, fit
+from featureflow.training.pipeline import STAGES, load_config, run_pipeline
+from featureflow.training.probes import ProbeTrainResult, train_probe
+from featureflow.training.schedule import cosine_with_warmup
+from featureflow.training.toy_encoder import train_toy_encoder
+from featureflow.training.vae import VAETrainResult, save_compressor, train_vae
+
+__all__ = [
+    "distributed",
+    "fit",
+    "FitResult",
+    "EMA",
+    "BatchStream",
+    "cosine_with_warmup",
+    "save_checkpoint",
+    "load_checkpoint",
+    "extract_features",
+    "FeatureShards",
+    "train_vae",
+    "VAETrainResult",
+    "save_compressor",
+    "train_forecaster",
+    "save_forecaster",
+    "train_probe",
+    "ProbeTrainResult",
+    "train_toy_encoder",
+    "run_pipeline",
+    "load_config",
+    "STAGES",
+]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.training.checkpoint import load_checkpoint, save_checkpoint
+from featureflow.training import distributed as ddp
 from featureflow.training.data import BatchStream, to_device
 from featureflow.training.ema import EMA
 from featureflow.training.schedule import cosine_with_warmup
@@ -153,6 +154,9 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    dist_info = ddp.setup(device)
+    if dist_info.distributed and device is None:
+        device = dist_info.device
     device = torch.device(device) if device is not None else params[0].device
     model.to(device)
     model.train()
@@ -160,7 +164,9 @@ def fit(
         "steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "seed": seed, "lr": lr,
         "warmup": warmup, "min_lr_ratio": min_lr_ratio, "ema_decay": ema_decay,
     }
-    stream = BatchStream(data, batch_size, seed)
+    # Under torchrun every rank draws the same global batch of batch_size * world_size
+    # examples and trains on its own slice; gradients are averaged across ranks.
+    stream = BatchStream(data, batch_size * dist_info.world_size if BatchStream(data, 1).indexable else batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     gen = torch.Generator().manual_seed(seed)
@@ -186,9 +192,13 @@ def fit(
             _truncate_log(Path(log_path), start)
     else:
         torch.manual_seed(seed)
+    ddp.broadcast_module(model)  # identical starting weights on every rank
+    if not dist_info.is_main:
+        log_path, progress = None, False
 
     def checkpoint(step: int) -> None:
-        if ckpt_dir is None:
+        if ckpt_dir is None or not dist_info.is_main:
+            ddp.barrier()
             return
         save_checkpoint(
             ckpt_dir, step, model=model.state_dict(), optimizer=optimizer.state_dict(),
@@ -196,6 +206,7 @@ def fit(
             state={"settings": settings, "losses": losses,
                    "ema_updates": ema.num_updates if ema is not None else 0},
         )
+        ddp.barrier()
 
     end = steps if stop_at is None else max(start, min(steps, stop_at))
     autocast = (
@@ -212,7 +223,7 @@ def fit(
             total = torch.zeros((), device=device)
             extra: dict[str, float] = {}
             for micro in range(grad_accum):
-                batch = to_device(stream.batch(step * grad_accum + micro), device)
+                batch = to_device(ddp.shard_batch(stream.batch(step * grad_accum + micro), dist_info), device)
                 with autocast:
                     out = loss_fn(model, batch, gen)
                 loss, info = out if isinstance(out, tuple) else (out, {})
@@ -222,6 +233,8 @@ def fit(
                 total += loss.detach().float()
                 for k, v in info.items():
                     extra[k] = extra.get(k, 0.0) + float(v) / grad_accum
+            ddp.average_gradients(params)
+            total = ddp.all_reduce_mean(total)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad) if clip_grad is not None else None
             optimizer.step()
             if ema is not None:

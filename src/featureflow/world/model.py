@@ -1,0 +1,232 @@
+"""`WorldModel`: encoder → compressor → forecaster → probe heads, in one module."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from featureflow.typing import ShapeError, check_finite
+from featureflow.world.forecast_result import Forecast
+
+__all__ = ["WorldModel", "prepare_frames"]
+
+
+def prepare_frames(frames: Tensor) -> Tensor:
+    """Validate a clip batch and return it as float in [0, 1], shape (b, t, 3, H, W).
+
+    uint8 frames are divided by 255; a single clip (t, 3, H, W) is given a batch axis.
+
+    Example:
+        >>> import torch
+        >>> prepare_frames(torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)).shape
+        torch.Size([1, 2, 3, 8, 8])
+    """
+    if not isinstance(frames, Tensor):
+        raise TypeError(f"frames: expected a torch.Tensor (b, t, 3, H, W), got {type(frames).__name__}")
+    if frames.ndim == 4:
+        frames = frames.unsqueeze(0)
+    if frames.ndim != 5 or frames.shape[2] != 3:
+        raise ShapeError(
+            f"frames: expected shape (b, t, 3, H, W) (or (t, 3, H, W)), got {tuple(frames.shape)}"
+        )
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    if not frames.is_floating_point():
+        raise ShapeError(f"frames: expected float in [0, 1] or uint8, got dtype {frames.dtype}")
+    check_finite("frames", frames)
+    lo, hi = float(frames.min()), float(frames.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"frames: expected float values in [0, 1] (or uint8), got range [{lo:.3g}, {hi:.3g}]"
+        )
+    return frames
+
+
+class WorldModel(nn.Module):
+    """A stochastic world model in VFM feature space.
+
+    Args:
+        encoder: frames (b, 3, H, W) → features (b, h, w, D) (`featureflow.encoders`).
+        compressor: features ↔ latents (`featureflow.compressors`).
+        forecaster: samples future latents (`featureflow.forecast.FlowForecaster`).
+        probes: modality name → task head (`featureflow.probes`), e.g. {"depth": DepthHead(...)}.
+        baselines: optional extra forecasters selectable by name in `forecast(baseline=...)`,
+            e.g. {"regression": RegressionForecaster(...)}.
+
+    Example:
+        >>> import featureflow as ff  # doctest: +SKIP
+        >>> wm = ff.WorldModel.from_pretrained("toyworld")  # doctest: +SKIP
+        >>> fc = wm.forecast(frames, horizon=4, num_samples=8, solver="heun", steps=4)  # doctest: +SKIP
+        >>> fc.decode("segmentation").shape  # doctest: +SKIP
+        torch.Size([1, 8, 4, 64, 64])
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        compressor: nn.Module,
+        forecaster: nn.Module,
+        probes: Mapping[str, nn.Module] | None = None,
+        baselines: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.compressor = compressor
+        self.forecaster = forecaster
+        self.probes = nn.ModuleDict(dict(probes or {}))
+        self.baselines = nn.ModuleDict(dict(baselines or {}))
+        #: What `from_pretrained` loaded this model from (None when built in code).
+        self.source: str | None = None
+        #: The released VFMF sampling recipe of a converted paper checkpoint (see
+        #: `featureflow.compat.vfmf`); when set, `forecast(solver=None)` follows it.
+        self.vfmf_recipe: Any = None
+        #: Free-form JSON metadata saved with the model (e.g. the training data settings).
+        self.metadata: dict[str, Any] = {}
+        self.eval()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def max_context(self) -> int:
+        return int(self.forecaster.max_context)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ pipeline
+    @torch.no_grad()
+    def encode(self, frames: Tensor, *, progress: bool = False) -> Tensor:
+        """Frames (b, t, 3, H, W) float in [0, 1] or uint8 → latents (b, t, h, w, C)."""
+        from featureflow.encoders import encode_frames
+
+        frames = prepare_frames(frames).to(self.device)
+        feats = encode_frames(self.encoder, frames, progress=progress)
+        b, t = feats.shape[:2]
+        lat = self.compressor.encode(feats.reshape(b * t, *feats.shape[2:]))
+        return lat.reshape(b, t, *lat.shape[1:])
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        frames: Tensor,
+        horizon: int = 1,
+        num_samples: int = 1,
+        solver: Any = None,
+        steps: int | None = None,
+        guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        *,
+        baseline: str | None = None,
+        autocast: bool = False,
+        progress: bool = False,
+    ) -> Forecast:
+        """Sample ``num_samples`` futures of ``horizon`` frames after the given context.
+
+        Args:
+            frames: (b, t, 3, H, W) context clip, float in [0, 1] or uint8; 1 ≤ t; only the
+                last ``max_context`` frames are used.
+            horizon: number of future frames k (autoregressive, sliding window).
+            num_samples: number of sampled futures s per clip.
+            solver: ODE solver name ("euler", "heun", "midpoint", "rk4", "dopri5") or an
+                `featureflow.solvers.ODESolver` instance. None = "euler", or, for a converted
+                paper checkpoint, the released recipe (Euler, 9 NFE, features re-encoded
+                before every frame; `featureflow.compat.vfmf.forecast_released`).
+            steps: network evaluations per forecast frame for fixed-step solvers
+                (None = the forecaster's default); the spent count is ``Forecast.nfe``.
+            guidance: classifier-free guidance scale on the context (1 = off).
+            generator: torch.Generator for reproducible sampling.
+            baseline: name of a baseline forecaster (e.g. "regression") to use instead.
+            autocast: run the forecaster under bf16 autocast.
+            progress: show a progress bar over forecast steps.
+
+        Returns:
+            A `Forecast` with ``latents`` (b, s, k, h, w, C), ``features``, ``decode(...)``, ``nfe``.
+        """
+        if horizon < 1 or num_samples < 1:
+            raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
+        if solver is None and baseline is None and self.vfmf_recipe is not None:
+            from featureflow.compat.vfmf import forecast_released
+
+            if guidance != 1.0:
+                raise ValueError("the released VFMF recipe has no guidance; pass a solver to sample without it")
+            return forecast_released(self, frames, horizon, num_samples, steps=steps, generator=generator,
+                                     progress=progress)
+        solver = "euler" if solver is None else solver
+        frames = prepare_frames(frames)
+        frames = frames[:, -self.max_context :]
+        H, W = frames.shape[-2:]
+        latents = self.encode(frames)
+        forecaster = self.forecaster
+        if baseline is not None:
+            if baseline not in self.baselines:
+                raise ValueError(f"unknown baseline {baseline!r}; this model has {sorted(self.baselines)}")
+            forecaster = self.baselines[baseline]
+        ctx = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if autocast
+            else contextlib.nullcontext()
+        )
+        kwargs: dict[str, Any] = dict(num_samples=num_samples, generator=generator, progress=progress)
+        if baseline is None:
+            kwargs.update(solver=solver, steps=steps, guidance=guidance)
+        with ctx:
+            roll = forecaster.rollout(latents, horizon, **kwargs)
+        return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=(int(H), int(W)), model=self)
+
+    @torch.no_grad()
+    def decode_features(self, features: Tensor, modality: str, size: tuple[int, int]) -> Tensor:
+        """Decode features (b, h, w, D) with the probe for ``modality`` at image ``size``."""
+        if modality not in self.probes:
+            raise ValueError(f"no probe head for {modality!r}; this model has {sorted(self.probes)}")
+        return self.probes[modality].predict(features, size=size)
+
+    def train(self, mode: bool = True) -> "WorldModel":
+        super().train(mode)
+        return self
+
+    # ------------------------------------------------------------------ I/O
+    def save_pretrained(self, save_directory: str | os.PathLike, *, include_encoder: bool | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``save_directory`` (atomically).
+
+        Args:
+            include_encoder: store the encoder's weights (self-contained). Default: True
+                unless the encoder can be re-fetched by reference (e.g. a DINOv2 hub id).
+            dtype: store floating tensors in this dtype (e.g. torch.bfloat16 to halve size).
+        """
+        from featureflow.world.serialization import save_world_model
+
+        return save_world_model(self, save_directory, include_encoder=include_encoder, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        map_location: str | torch.device = "cpu",
+    ) -> "WorldModel":
+        """Load a bundled model by name (e.g. "toyworld"), a local directory, or a Hub repo id."""
+        from featureflow.world.serialization import load_world_model
+
+        return load_world_model(
+            name_or_path, revision=revision, local_files_only=local_files_only, map_location=map_location
+        )
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload featureflow WorldModel", **save_kwargs: Any) -> str:
+        """Save to a temporary directory and upload it to the Hugging Face Hub; returns the commit URL."""
+        from featureflow.world.serialization import push_world_model
+
+        return push_world_model(self, repo_id, private=private, token=token,
+                                commit_message=commit_message, **save_kwargs)
