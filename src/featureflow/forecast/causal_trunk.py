@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featureflow.forecast.layers import MLP, Attention, TimeEmbedding, modulate
+from featureflow.forecast.layers import MLP, Attention, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
+from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope
 
 __all__ = ["CausalTrunk", "context_mask"]
 
@@ -62,7 +63,7 @@ class CausalBlock(nn.Module):
     def temporal_kv(self, z: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """Only the temporal keys and values (b, hw, H, n, hd) of ``z`` (b, n, hw, d), unrotated."""
         t_shift, t_scale = self.ada(F.silu(c)).unsqueeze(2).chunk(9, dim=-1)[:2]
-        y = modulate(F.layer_norm(z, (self.width,)), t_shift, t_scale)
+        y = adaln_modulate(z, t_shift, t_scale)
         _, k, v = self.temporal.qkv(y)
         return k.permute(0, 2, 3, 1, 4), v.permute(0, 2, 3, 1, 4)
 
@@ -86,9 +87,11 @@ class CausalBlock(nn.Module):
         mods = self.ada(F.silu(c)).unsqueeze(2).chunk(9, dim=-1)  # each (b, n, 1, d)
         t_shift, t_scale, t_gate, s_shift, s_scale, s_gate, m_shift, m_scale, m_gate = mods
         # temporal attention, tokens (b, hw, H, n, hd)
-        y = modulate(F.layer_norm(z, (d,)), t_shift, t_scale)
-        q, k, v = (u.permute(0, 2, 3, 1, 4) for u in self.temporal.qkv(y))
-        qr, kr = apply_rope(q, *t_rope), apply_rope(k, *t_rope)
+        y = adaln_modulate(z, t_shift, t_scale)
+        q, k, v = (u.permute(0, 2, 3, 1, 4) for u in self.temporal.project(y))
+        tq, tk = self.temporal.q_norm, self.temporal.k_norm
+        # k: the normalised, un-rotated keys (what the cache stores)
+        qr, kr, k = qk_rmsnorm_rope(q, k, tq.weight, tk.weight, *t_rope, eps=tq.eps, return_normed_k=True)
         if past is not None:
             kr = torch.cat([past[0], kr], dim=-2)
             vv = torch.cat([past[1], v], dim=-2)
@@ -97,12 +100,14 @@ class CausalBlock(nn.Module):
         att = self.temporal.attend(qr, kr, vv, mask)
         z = z + t_gate * self.temporal.out(att.permute(0, 3, 1, 2, 4))
         # spatial attention within each frame, tokens (b, n, H, hw, hd)
-        y = modulate(F.layer_norm(z, (d,)), s_shift, s_scale)
-        qs, ks, vs = (u.transpose(-3, -2) for u in self.spatial.qkv(y))
-        att = self.spatial.attend(apply_rope(qs, *s_rope), apply_rope(ks, *s_rope), vs)
+        y = adaln_modulate(z, s_shift, s_scale)
+        qs, ks, vs = (u.transpose(-3, -2) for u in self.spatial.project(y))
+        sq, sk = self.spatial.q_norm, self.spatial.k_norm
+        qs, ks = qk_rmsnorm_rope(qs, ks, sq.weight, sk.weight, *s_rope, eps=sq.eps)
+        att = self.spatial.attend(qs, ks, vs)
         z = z + s_gate * self.spatial.out(att.transpose(-3, -2))
         # MLP
-        y = modulate(F.layer_norm(z, (d,)), m_shift, m_scale)
+        y = adaln_modulate(z, m_shift, m_scale)
         z = z + m_gate * self.mlp(y)
         return z, k, v
 
@@ -184,7 +189,7 @@ class CausalTrunk(nn.Module):
 
     def _final(self, z: Tensor, c: Tensor, h: int, w: int) -> Tensor:
         shift, scale = self.final_ada(F.silu(c)).unsqueeze(1).chunk(2, dim=-1)  # c (b, d)
-        z = modulate(F.layer_norm(z, (self.width,), eps=1e-6), shift, scale)
+        z = adaln_modulate(z, shift, scale, eps=1e-6)
         return self.final_linear(z).reshape(z.shape[0], h, w, -1)
 
     # ------------------------------------------------------------- uncached

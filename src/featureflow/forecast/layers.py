@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from featureflow.kernels import sdpa
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "MLP", "Attention", "modulate"]
 
@@ -114,16 +115,29 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps)
         self.k_norm = nn.RMSNorm(self.head_dim, eps=qk_norm_eps)
 
-    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(..., n, dim) -> q, k, v each (..., n, heads, head_dim); q and k RMS-normalised."""
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., n, dim) -> raw q, k, v each (..., n, heads, head_dim), *before* the QK-norm.
+
+        Callers that fuse the norm with the rotary embedding
+        (:func:`featureflow.kernels.qk_rmsnorm_rope`) start from these.
+        """
         q, k, v = self.qkv_proj(x).split(self.dim, dim=-1)
         shape = (*x.shape[:-1], self.heads, self.head_dim)
-        return self.q_norm(q.reshape(shape)), self.k_norm(k.reshape(shape)), v.reshape(shape)
+        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(..., n, dim) -> q, k, v each (..., n, heads, head_dim); q and k RMS-normalised."""
+        q, k, v = self.project(x)
+        return self.q_norm(q), self.k_norm(k), v
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Scaled dot-product attention on (B, heads, n, head_dim) tensors; dropout only in training."""
+        """Scaled dot-product attention on (..., heads, n, head_dim) tensors; dropout only in training.
+
+        Runs :func:`featureflow.kernels.sdpa`, which folds the leading axes into one batch
+        axis so PyTorch's fused SDPA kernel is used for the trunks' 5-D layouts.
+        """
         p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return sdpa(q, k, v, mask, p)
 
     def out(self, y: Tensor) -> Tensor:
         """(..., n, heads, head_dim) -> (..., n, dim) through the output projection."""

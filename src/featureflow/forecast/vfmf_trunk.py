@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featureflow.forecast.layers import MLP, Attention, TimeEmbedding, modulate
+from featureflow.forecast.layers import MLP, Attention, TimeEmbedding
+from featureflow.kernels import adaln_modulate
 
 __all__ = ["VFMFTrunk", "vfmf_key_map", "convert_released_state_dict", "released_config"]
 
@@ -50,15 +51,15 @@ class VFMFBlock(nn.Module):
         b, n, h, w, d = z.shape
         t_shift, t_scale, t_gate, s_shift, s_scale, s_gate, m_shift, m_scale, m_gate = mods
         # temporal attention: each patch attends over the n frames (shift/scale swapped, as released)
-        y = modulate(F.layer_norm(z, (d,)), t_scale, t_shift).permute(0, 2, 3, 1, 4)
+        y = adaln_modulate(z, t_scale, t_shift).permute(0, 2, 3, 1, 4)
         q, k, v = self.temporal.qkv(y)  # (b, h, w, n, H, hd)
         y = self.temporal.attend(q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2))
         z = z + t_gate * self.temporal.out(y.transpose(-3, -2)).permute(0, 3, 1, 2, 4)
         # spatial attention within each frame (shift/scale swapped, as released)
-        y = modulate(F.layer_norm(z, (d,)), s_scale, s_shift).reshape(b, n, h * w, d)
+        y = adaln_modulate(z, s_scale, s_shift).reshape(b, n, h * w, d)
         z = z + s_gate * self.spatial(y).reshape(b, n, h, w, d)
         # MLP (chunks in their nominal roles)
-        y = modulate(F.layer_norm(z, (d,)), m_shift, m_scale)
+        y = adaln_modulate(z, m_shift, m_scale)
         return z + m_gate * self.mlp(y)
 
 
@@ -139,7 +140,7 @@ class VFMFTrunk(nn.Module):
         for block in self.blocks:
             z = block(z, mods)
         shift, scale = self.final_mod(F.gelu(temb)).chunk(2, dim=-1)
-        z = modulate(F.layer_norm(z, (self.width,), eps=1e-6), shift[:, None, None, None], scale[:, None, None, None])
+        z = adaln_modulate(z, shift[:, None, None, None], scale[:, None, None, None], eps=1e-6)
         return self.final_linear(z)
 
 

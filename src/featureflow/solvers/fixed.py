@@ -14,6 +14,9 @@ Budget rules (``steps`` = NFE, always spent exactly):
 
 The loop runs a Python ``for`` over a precomputed grid tensor on the state's device:
 no ``.item()`` and no branching on tensor values, hence no host-device synchronisation.
+The updates go through :func:`featureflow.kernels.axpy` / :func:`~featureflow.kernels.heun_combine`
+(``x + dt * v`` and ``x + dt * 0.5 * (k1 + k2)``: fused on CUDA with Triton, the same
+expressions otherwise); ``dt`` stays a 0-d tensor on the state's device.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
+from featureflow.kernels import axpy, heun_combine
 from featureflow.solvers.base import SolveResult, VelocityFn, time_grid
 
 __all__ = ["FixedStepSolver", "Euler", "Heun", "Midpoint", "RK4"]
@@ -109,7 +113,7 @@ class FixedStepSolver:
             if i < full:
                 x = self._step(counted, t, dt, x)
             else:  # odd remainder: one Euler step on the last interval
-                x = x + dt * counted(t, x)
+                x = axpy(x, counted(t, x), dt)
         if calls != self.steps:  # pragma: no cover - guards the budget rules above
             raise RuntimeError(f"{type(self).__name__} spent {calls} evaluations, expected {self.steps}")
         return SolveResult(x, calls)
@@ -137,7 +141,7 @@ class Euler(FixedStepSolver):
     name = "euler"
 
     def _step(self, fn: VelocityFn, t: Tensor, dt: Tensor, x: Tensor) -> Tensor:
-        return x + dt * fn(t, x)
+        return axpy(x, fn(t, x), dt)
 
 
 class Heun(FixedStepSolver):
@@ -158,8 +162,8 @@ class Heun(FixedStepSolver):
 
     def _step(self, fn: VelocityFn, t: Tensor, dt: Tensor, x: Tensor) -> Tensor:
         k1 = fn(t, x)
-        k2 = fn(t + dt, x + dt * k1)
-        return x + dt * 0.5 * (k1 + k2)
+        k2 = fn(t + dt, axpy(x, k1, dt))
+        return heun_combine(x, k1, k2, dt)
 
 
 class Midpoint(FixedStepSolver):
@@ -180,7 +184,7 @@ class Midpoint(FixedStepSolver):
 
     def _step(self, fn: VelocityFn, t: Tensor, dt: Tensor, x: Tensor) -> Tensor:
         k1 = fn(t, x)
-        return x + dt * fn(t + 0.5 * dt, x + 0.5 * dt * k1)
+        return axpy(x, fn(t + 0.5 * dt, axpy(x, k1, 0.5 * dt)), dt)
 
 
 class RK4(FixedStepSolver):
