@@ -72,7 +72,8 @@ def extract_features(
         >>> enc = ModuleEncoder(lambda x: x.unfold(2, 4, 4).unfold(3, 4, 4).mean((-1, -2)).permute(0, 2, 3, 1),
         ...                     patch_size=4, feature_dim=3)
         >>> d = extract_features(enc, [torch.rand(2, 3, 8, 8)] * 3, tempfile.mkdtemp(), shard_size=2, progress=False)
-        >>> FeatureShards(d)[2]["features"].shape
+        >>> item = FeatureShards(d)[2]
+        >>> item["features"].shape
         torch.Size([2, 2, 2, 3])
     """
     from featureflow.encoders import encode_frames
