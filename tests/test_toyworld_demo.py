@@ -9,13 +9,13 @@ from featureflow.demo import run_demo, toyworld_panels
 
 
 def test_run_demo_writes_gif_and_png(tmp_path, capsys):
-    out = run_demo(tmp_path / "demo", seed=3, progress=False)
+    out = run_demo(tmp_path / "demo", seed=3, progress=False, model="no-such-model")
     assert out == tmp_path / "demo"
     with Image.open(out / "toyworld.gif") as gif:
         assert gif.n_frames == 24 and gif.size == (4 * 128, 128)
     with Image.open(out / "toyworld.png") as png:
         assert png.mode == "RGB" and png.size[0] > png.size[1] / 6
-    assert "not available yet" in capsys.readouterr().out
+    assert "only the ToyWorld clip was rendered" in capsys.readouterr().out
 
 
 def test_panels_put_the_four_views_side_by_side():
