@@ -295,3 +295,38 @@ def test_config_round_trip():
         ctx = torch.randn(1, 2, H, W, C)
         gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
         assert torch.equal(fc.sample(ctx, 2, generator=gen()), again.sample(ctx, 2, generator=gen()))
+
+
+def _zeroed(den):
+    with torch.no_grad():
+        for p in den.parameters():
+            p.zero_()
+    return den
+
+
+def test_residual_forecasters_start_from_copy_last_frame():
+    from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
+
+    ctx = torch.randn(2, 3, 2, 2, 4)
+    reg = RegressionForecaster(_zeroed(Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)),
+                               residual=True)
+    out = reg.rollout(ctx, horizon=3).latents
+    assert torch.equal(out, ctx[:, -1][:, None, None].expand_as(out))  # zero network = copy the last frame
+    flow = FlowForecaster(_zeroed(Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)),
+                          residual=True)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 2, 2, 4, generator=torch.Generator().manual_seed(0))
+    first = flow.rollout(ctx, horizon=1, steps=2, generator=g).latents[:, 0, 0]
+    torch.testing.assert_close(first, x0 + ctx[:, -1])  # zero velocity: noise stays, shifted by the last frame
+    assert flow.config["residual"] is True and "residual" not in FlowForecaster(flow.denoiser).config
+
+
+def test_residual_loss_targets_the_change():
+    from featureflow.forecast import Denoiser, RegressionForecaster
+
+    clip = torch.randn(2, 3, 2, 2, 4)
+    still = clip[:, :1].expand(2, 3, 2, 2, 4).contiguous()  # nothing moves: copy-last is exact
+    reg = RegressionForecaster(_zeroed(Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)),
+                               residual=True, max_stride=1)
+    assert float(reg.loss(still)) == 0.0
+    assert float(reg.loss(clip)) > 0.0

@@ -35,9 +35,12 @@ class ForecasterBase(nn.Module, Configurable):
         denoiser: a :class:`~featureflow.forecast.Denoiser` (or its ``describe()`` spec).
         min_context: fewest context frames drawn for a training window.
         max_stride: largest frame stride drawn for a training window (1 = consecutive).
+        residual: model the change from the last context frame instead of the frame
+            itself (the target becomes ``next − last``; a network that outputs zero is
+            the copy-last-frame baseline, which makes small models train much faster).
     """
 
-    def __init__(self, denoiser: Any, *, min_context: int = 1, max_stride: int = 4) -> None:
+    def __init__(self, denoiser: Any, *, min_context: int = 1, max_stride: int = 4, residual: bool = False) -> None:
         super().__init__()
         self.denoiser = _build_denoiser(denoiser)
         if not 1 <= min_context <= self.max_context:
@@ -46,11 +49,14 @@ class ForecasterBase(nn.Module, Configurable):
             raise ValueError(f"max_stride must be >= 1, got {max_stride}")
         self.min_context = int(min_context)
         self.max_stride = int(max_stride)
+        self.residual = bool(residual)
         self.config: dict[str, Any] = {
             "denoiser": self.denoiser.describe(),
             "min_context": self.min_context,
             "max_stride": self.max_stride,
         }
+        if self.residual:  # only recorded when on, so older configs stay valid
+            self.config["residual"] = True
 
     @property
     def max_context(self) -> int:

@@ -60,10 +60,11 @@ class FlowForecaster(ForecasterBase):
         *,
         min_context: int = 1,
         max_stride: int = 4,
+        residual: bool = False,
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
     ) -> None:
-        super().__init__(denoiser, min_context=min_context, max_stride=max_stride)
+        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual)
         if time_sampling not in _TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}, got {time_sampling!r}")
         if not 0.0 <= history_dropout < 1.0:
@@ -108,6 +109,8 @@ class FlowForecaster(ForecasterBase):
         (on any device) or the global RNG.
         """
         context, data = self.draw_window(clip, generator)
+        if self.residual:
+            data = data - context[:, -1]
         b = data.shape[0]
         noise = randn(tuple(data.shape), generator, data.device, data.dtype)
         t = self.sample_time(b, generator).to(data.device, data.dtype)
@@ -133,4 +136,5 @@ class FlowForecaster(ForecasterBase):
             return v
 
         result = solver.integrate(fn, x0)
-        return result.x, result.nfe * (2 if guided else 1)
+        x = result.x + frames[:, -1] if self.residual else result.x
+        return x, result.nfe * (2 if guided else 1)

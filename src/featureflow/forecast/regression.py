@@ -45,8 +45,10 @@ class RegressionForecaster(ForecasterBase):
         (torch.Size([1, 3, 2, 2, 4]), True)
     """
 
-    def __init__(self, denoiser: Any, loss: str = "mse", *, min_context: int = 1, max_stride: int = 4) -> None:
-        super().__init__(denoiser, min_context=min_context, max_stride=max_stride)
+    def __init__(
+        self, denoiser: Any, loss: str = "mse", *, min_context: int = 1, max_stride: int = 4, residual: bool = False
+    ) -> None:
+        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         self.loss_type = loss
@@ -57,7 +59,8 @@ class RegressionForecaster(ForecasterBase):
         """The predicted next frame (b, h, w, C) given context (b, t, h, w, C) (uncached)."""
         context = context[:, -self.max_context :]
         x = context.new_zeros(context[:, -1].shape)
-        return self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]))
+        out = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]))
+        return out + context[:, -1] if self.residual else out
 
     @typechecked
     def loss(self, clip: Latents, generator: torch.Generator | None = None) -> Tensor:
@@ -79,4 +82,5 @@ class RegressionForecaster(ForecasterBase):
     ) -> tuple[Tensor, int]:
         frames = state.frames
         x = frames.new_zeros(rows, frames.shape[2], frames.shape[3], frames.shape[4])
-        return self.denoiser.step(state, x, x.new_zeros(rows)), 1
+        out = self.denoiser.step(state, x, x.new_zeros(rows))
+        return (out + frames[:, -1] if self.residual else out), 1
