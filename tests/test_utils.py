@@ -63,3 +63,13 @@ def test_save_json_and_unknown_component(tmp_path):
     assert json.loads((tmp_path / "c.json").read_text()) == {"x": [1, 2]}
     with pytest.raises(ValueError, match="unknown component type"):
         build_component({"type": "NoSuchThing", "config": {}})
+
+
+def test_atomic_write_uses_the_usual_file_mode(tmp_path):
+    import os
+
+    with atomic_write(tmp_path / "f.txt") as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~umask
