@@ -86,3 +86,23 @@ def test_feature_cache_resumes_shard_by_shard(tmp_path):
     shards = FeatureShards(d)
     with torch.no_grad():
         torch.testing.assert_close(shards[4]["features"], enc(clips[4]))
+
+
+@pytest.mark.slow
+def test_pipeline_on_your_own_frame_folders(tmp_path):
+    """The 'train on your own video' path of docs/training.md, at tiny size: one folder of frames per clip."""
+    from featureflow.data import ToyWorld, write_frames
+
+    world = ToyWorld(resolution=32)
+    for i in range(3):
+        write_frames(world.clip(seed=100 + i, length=5).rgb, tmp_path / "clips" / f"clip{i}")
+    cfg = tiny_config(tmp_path)
+    cfg["data"] = {"world": "frames", "root": str(tmp_path / "clips"), "clip_length": 4, "resolution": 16}
+    cfg["encoder"].pop("train")
+    cfg.pop("probes")
+    out = run_pipeline(cfg, progress=False)
+    wm = WorldModel.from_pretrained(out)
+    assert len(wm.probes) == 0 and wm.metadata["data"]["world"] == "frames"
+    fc = wm.forecast(torch.rand(1, 2, 3, 16, 16), horizon=2, num_samples=2, generator=torch.Generator().manual_seed(0))
+    assert fc.latents.shape == (1, 2, 2, 2, 2, 4)
+    assert len(FeatureShards(tmp_path / "work" / "features")) == 3
