@@ -46,9 +46,9 @@ def test_pipeline_end_to_end_and_stage_resume(tmp_path):
     work = tmp_path / "work"
     assert (work / "compressor" / "component.json").is_file()
     assert not (work / "flow").exists()
-    enc_weights = (work / "encoder" / "weights.safetensors").read_bytes()
+    enc_weights = (work / "encoder" / "component.safetensors").read_bytes()
     out = run_pipeline(cfg, progress=False)  # resumes: earlier stages are loaded, not redone
-    assert (work / "encoder" / "weights.safetensors").read_bytes() == enc_weights
+    assert (work / "encoder" / "component.safetensors").read_bytes() == enc_weights
     wm = WorldModel.from_pretrained(out)
     assert sorted(wm.probes) == ["depth", "normals", "rgb", "segmentation"]
     assert sorted(wm.baselines) == ["regression"]

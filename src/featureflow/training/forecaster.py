@@ -110,11 +110,9 @@ def save_forecaster(model: nn.Module, out_dir: str | os.PathLike) -> Path:
         >>> json.loads((d / "forecaster.json").read_text())["type"]
         'FlowForecaster'
     """
-    out = Path(out_dir)
-    save_safetensors(model.state_dict(), out / "forecaster.safetensors")
-    save_json({**model.describe(), "featureflow_version": __version__, "format_version": FORMAT_VERSION},
-              out / "forecaster.json")
-    return out
+    from featureflow.utils.component_io import save_component
+
+    return save_component(model, out_dir, "forecaster")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.utils import JSONLLogger
+from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
 
@@ -57,15 +58,11 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _save_module(module: nn.Module, directory: Path) -> None:
-    save_safetensors(module.state_dict(), directory / "weights.safetensors")
-    save_json(module.describe(), directory / "component.json")  # written last: marks the stage done
+    save_component(module, directory, "component")  # component.json is written last: marks the stage done
 
 
 def _load_module(directory: Path) -> nn.Module:
-    spec = json.loads((directory / "component.json").read_text())
-    module = build_component(spec)
-    module.load_state_dict(load_safetensors(directory / "weights.safetensors"))
-    return module.eval()
+    return load_component(directory, "component")
 
 
 def _done(directory: Path) -> bool:

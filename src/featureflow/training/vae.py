@@ -212,11 +212,9 @@ def save_compressor(compressor: Any, out_dir: str | os.PathLike) -> Path:
         >>> json.loads((d / "compressor.json").read_text())["type"]
         'Identity'
     """
-    out = Path(out_dir)
-    save_safetensors(compressor.state_dict(), out / "compressor.safetensors")
-    save_json({**compressor.describe(), "featureflow_version": __version__, "format_version": FORMAT_VERSION},
-              out / "compressor.json")
-    return out
+    from featureflow.utils.component_io import save_component
+
+    return save_component(compressor, out_dir, "compressor")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Small shared utilities: atomic I/O, component configs, progress bars, JSONL logs."""
 
+from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.config import COMPONENTS, Configurable, build_component, register_component
 from featureflow.utils.io import atomic_write, load_safetensors, save_json, save_safetensors
 from featureflow.utils.logging import JSONLLogger
@@ -10,6 +11,8 @@ __all__ = [
     "Configurable",
     "register_component",
     "build_component",
+    "save_component",
+    "load_component",
     "atomic_write",
     "save_safetensors",
     "load_safetensors",
