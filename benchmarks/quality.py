@@ -32,8 +32,8 @@ from _common import (  # noqa: E402
 HORIZON = 3
 STEPS_REPORTED = {"short (t+1)": 0, "mid (t+3)": 2}
 NOT_RUN = {
-    "flow in PCA-16 latent": "needs a forecaster trained in a PCA-16 latent; the bundled model has only the VAE-latent "
-                             "forecaster (train one with `featureflow train-forecaster` on PCA latents to add this row)",
+    "flow in PCA-16 latent": "a separate model: run benchmarks/pca16_model.py (its docstring has the three commands) "
+                             "and this script with --model on it; docs/benchmarks.md compares it with the VAE latent",
     "flow on raw features": "needs a forecaster trained on uncompressed encoder features; none is bundled "
                             "(and at D=feature_dim it costs several times the VAE-latent forecaster)",
 }
