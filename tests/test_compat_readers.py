@@ -128,3 +128,14 @@ def test_recipe_validation():
         ReleasedRecipe(context_posterior="mode")
     with pytest.raises(ValueError, match="steps"):
         ReleasedRecipe(steps=0)
+
+
+def test_head_state_dict_from_a_reexported_safetensors_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from featureflow.compat.vfmf.readers import read_head_state_dict
+
+    save_file({"head.projects.0.bias": torch.arange(2.0)}, str(tmp_path / "h.safetensors"))
+    state = read_head_state_dict(tmp_path / "h.safetensors")
+    assert list(state) == ["projects.0.bias"] and state["projects.0.bias"].tolist() == [0.0, 1.0]

@@ -35,10 +35,10 @@ FORECASTER_WEIGHTS = ("ema", "model")
 _FORECASTER_ENTRIES = ("model_state_dict", "ema_state_dict", "optimizer_state_dict", "scheduler_state_dict")
 
 _RESAVE_HINT = (
-    "featureflow never unpickles arbitrary objects. If you trust the file, re-save just its "
-    "tensors in a trusted Python session, e.g. `ckpt = torch.load(path, weights_only=False); "
-    "torch.save({'state_dict': ckpt['state_dict']}, 'clean.ckpt')` (or the '*_state_dict' "
-    "entries of a .pt), and convert the clean file."
+    "featureflow never unpickles arbitrary objects. To convert it anyway, allow-list just the "
+    "refused class with PyTorch's weights-only loader (`torch.serialization.add_safe_globals`) "
+    "in a session where that class is importable, save the state dict's tensors with "
+    "`safetensors.torch.save_file`, and convert that file."
 )
 
 
@@ -183,6 +183,9 @@ def read_vae_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 def read_head_state_dict(path: str | os.PathLike, prefix: str = "head.") -> dict[str, Tensor]:
     """A released Lightning head ``.ckpt``: its ``state_dict`` with the ``head.`` prefix removed.
 
+    A ``.safetensors`` file holding that ``state_dict`` (re-exported as the
+    `UnsafeCheckpointError` message describes) is read the same way.
+
     Every key must carry the prefix (the released loader strips it and loads strictly);
     other keys are reported as an error. Lightning's bookkeeping entries (epoch,
     optimizer states, ...) are not weights and are not read.
@@ -194,7 +197,12 @@ def read_head_state_dict(path: str | os.PathLike, prefix: str = "head.") -> dict
         >>> list(read_head_state_dict(p))
         ['projects.0.bias']
     """
-    ckpt = load_torch_file(path, "head checkpoint")
+    if Path(path).suffix == ".safetensors":
+        from featureflow.utils.io import load_safetensors
+
+        ckpt: Any = {"state_dict": load_safetensors(path)}
+    else:
+        ckpt = load_torch_file(path, "head checkpoint")
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         have = sorted(str(k) for k in ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ValueError(f"head checkpoint {path}: expected a Lightning checkpoint with 'state_dict', got {have}")
