@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-__all__ = ["BatchStream", "to_device"]
+__all__ = ["BatchStream", "is_indexable", "to_device"]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -25,6 +25,11 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def is_indexable(data: Any) -> bool:
+    """True for a Tensor or a map-style dataset (random access by index), False for an iterable of batches."""
+    return isinstance(data, Tensor) or (hasattr(data, "__len__") and hasattr(data, "__getitem__"))
 
 
 class BatchStream:
@@ -51,7 +56,7 @@ class BatchStream:
         self.data = data
         self.batch_size = batch_size
         self.seed = int(seed)
-        self.indexable = isinstance(data, Tensor) or (hasattr(data, "__len__") and hasattr(data, "__getitem__"))
+        self.indexable = is_indexable(data)
         if self.indexable:
             self.size = int(data.shape[0]) if isinstance(data, Tensor) else len(data)
             if self.size < 1:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from featureflow.training.checkpoint import load_checkpoint, save_checkpoint
 from featureflow.training import distributed as ddp
-from featureflow.training.data import BatchStream, to_device
+from featureflow.training.data import BatchStream, is_indexable, to_device
 from featureflow.training.ema import EMA
 from featureflow.training.schedule import cosine_with_warmup
 from featureflow.utils import JSONLLogger, atomic_write, progress_bar
@@ -166,7 +166,7 @@ def fit(
     }
     # Under torchrun every rank draws the same global batch of batch_size * world_size
     # examples and trains on its own slice; gradients are averaged across ranks.
-    stream = BatchStream(data, batch_size * dist_info.world_size if BatchStream(data, 1).indexable else batch_size, seed)
+    stream = BatchStream(data, batch_size * dist_info.world_size if is_indexable(data) else batch_size, seed)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     gen = torch.Generator().manual_seed(seed)

@@ -75,12 +75,9 @@ class Forecast:
         feats = self.features
         b, s, k = feats.shape[:3]
         flat = feats.reshape(b * s * k, *feats.shape[3:])
-        outs = []
-        chunk = max(1, 64)
-        with torch.no_grad():
-            for i in range(0, flat.shape[0], chunk):
-                outs.append(getattr(head, method)(flat[i : i + chunk], size=self.image_size))
-        out = torch.cat(outs)
+        run = getattr(head, method)
+        with torch.no_grad():  # chunks of 64 images bound the memory of full-resolution outputs
+            out = torch.cat([run(part, size=self.image_size) for part in flat.split(64)])
         return out.reshape(b, s, k, *out.shape[1:])
 
     def decode(self, modality: str) -> Tensor:

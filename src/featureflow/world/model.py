@@ -189,10 +189,6 @@ class WorldModel(nn.Module):
             raise ValueError(f"no probe head for {modality!r}; this model has {sorted(self.probes)}")
         return self.probes[modality].predict(features, size=size)
 
-    def train(self, mode: bool = True) -> "WorldModel":
-        super().train(mode)
-        return self
-
     # ------------------------------------------------------------------ I/O
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_encoder: bool | None = None,
                         dtype: torch.dtype | None = None) -> Path:
