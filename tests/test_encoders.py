@@ -242,3 +242,24 @@ def test_toy_encoder_bad_config():
         ToyEncoder(depth=2, blocks=(2,))
     with pytest.raises(ValueError, match="multiple of patch_size"):
         ToyEncoder(image_size=60, patch_size=8)
+
+
+def test_pixel_patch_encoder_is_exactly_invertible_and_checks_sizes():
+    from featureflow.encoders import Encoder, PixelPatchEncoder, unpatchify
+    from featureflow.probes import PixelPatchRGBHead
+    from featureflow.utils import build_component
+
+    enc = PixelPatchEncoder(3)
+    x = torch.rand(2, 3, 9, 12)
+    f = enc(x)
+    assert isinstance(enc, Encoder) and f.shape == (2, 3, 4, 27) and enc.resize == "error"
+    assert torch.equal(f[0, 1, 2].view(3, 3, 3), x[0, :, 3:6, 6:9])  # patch (1, 2) holds exactly its pixels
+    assert torch.equal(unpatchify(f, 3), x) and torch.equal(PixelPatchRGBHead(3).predict(f), x)
+    assert PixelPatchRGBHead(3).predict(f, size=(18, 24)).shape == (2, 3, 18, 24)
+    assert build_component(enc.describe()).patch_size == 3
+    with pytest.raises(ValueError, match="divisible by patch_size=3"):
+        enc(torch.rand(1, 3, 10, 12))
+    with pytest.raises(ValueError, match="27 channels"):
+        unpatchify(torch.rand(1, 2, 2, 12), 3)
+    with pytest.raises(ValueError, match="positive int"):
+        PixelPatchEncoder(0)

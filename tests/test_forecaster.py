@@ -330,3 +330,72 @@ def test_residual_loss_targets_the_change():
                                residual=True, max_stride=1)
     assert float(reg.loss(still)) == 0.0
     assert float(reg.loss(clip)) > 0.0
+
+
+# --------------------------------------------------------------------------- actions
+def _action_flow(**kw) -> FlowForecaster:
+    torch.manual_seed(0)
+    den = Denoiser(latent_dim=C, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
+    return FlowForecaster(den, max_stride=1, **kw)
+
+
+def test_draw_window_returns_the_action_leading_to_the_target():
+    T = 6
+    clip = torch.arange(T, dtype=torch.float32).view(1, T, 1, 1, 1).expand(3, T, 1, 1, 1).contiguous()
+    actions = torch.arange(T - 1, dtype=torch.float32).view(1, T - 1, 1).expand(3, T - 1, 2) + 10 * torch.arange(3.0).view(3, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        ctx, tgt, act = draw_window(clip, min_context=1, max_context=3, max_stride=3, generator=g, actions=actions)
+        frames = torch.cat([ctx, tgt[:, None]], 1)[..., 0, 0, 0]
+        assert bool((frames[:, 1:] - frames[:, :-1] == 1).all())  # actions force stride 1
+        # action i leads from frame i to i + 1: the target's action is indexed by the last context frame
+        assert torch.equal(act[:, 0] - 10 * torch.arange(3.0), frames[:, -2])
+    with pytest.raises(ValueError, match=r"actions: expected shape \(3, 5, A\)"):
+        draw_window(clip, min_context=1, max_context=2, max_stride=1, actions=actions[:, :4])
+
+
+def test_action_conditioned_rollout_shared_and_per_sample_actions():
+    fc = _action_flow(residual=True)
+    for p in fc.parameters():  # an untrained trunk outputs zero; make the action matter
+        torch.nn.init.normal_(p, std=0.2)
+    assert fc.action_dim == 2 and FlowForecaster(Denoiser(latent_dim=C, width=16, depth=1, heads=2)).action_dim is None
+    ctx = torch.randn(1, 2, H, W, C)
+    a = torch.rand(1, 3, 2) * 2 - 1
+    shared = fc.rollout(ctx, 3, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=a).latents
+    per = fc.rollout(ctx, 3, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=a[:, None].expand(1, 2, 3, 2)).latents
+    assert shared.shape == (1, 2, 3, H, W, C) and torch.equal(shared, per)
+    other = fc.rollout(ctx, 3, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=-a).latents
+    assert not torch.allclose(shared, other)  # the action changes the forecast
+    # one-step sample with (b, A) actions equals the first rollout frame
+    first = fc.sample(ctx, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=a[:, 0])
+    assert torch.equal(first, shared[:, :, 0])
+    with pytest.raises(ValueError, match=r"pass actions of shape \(b, 3, 2\)"):
+        fc.rollout(ctx, 3, 2)
+    with pytest.raises(ValueError, match=r"actions: expected shape \(1, 3, 2\) or \(1, 2, 3, 2\)"):
+        fc.rollout(ctx, 3, 2, actions=torch.zeros(1, 4, 2))
+    with pytest.raises(ValueError, match="not action-conditioned"):
+        tiny_flow().rollout(torch.randn(1, 2, H, W, C), 1, actions=torch.zeros(1, 1, 2))
+    with pytest.raises(ValueError, match="pass the clips' actions"):
+        fc.loss(torch.randn(2, 4, H, W, C))
+
+
+def test_action_conditioned_losses_use_the_action():
+    fc = _action_flow()
+    clip, actions = torch.randn(4, 4, H, W, C), torch.rand(4, 3, 2)
+    for p in fc.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    l1 = fc.loss(clip, torch.Generator().manual_seed(0), actions)
+    l2 = fc.loss(clip, torch.Generator().manual_seed(0), actions)
+    l3 = fc.loss(clip, torch.Generator().manual_seed(0), -actions)
+    assert torch.equal(l1, l2) and not torch.allclose(l1, l3)
+    den = Denoiser(latent_dim=C, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
+    reg = RegressionForecaster(den, max_stride=1, residual=True)
+    for p in reg.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    assert reg.loss(clip, torch.Generator().manual_seed(0), actions).dim() == 0
+    ctx = clip[:1, :2]
+    a = torch.rand(1, 2, 2, 2)  # per-sample actions: a deterministic model computes each sample's own future
+    out = reg.rollout(ctx, 2, 2, actions=a).latents
+    assert torch.allclose(out[:, 0, 0], reg.predict(ctx, a[:, 0, 0]), atol=1e-5)
+    assert torch.allclose(out[:, 1, 0], reg.predict(ctx, a[:, 1, 0]), atol=1e-5)
+    assert not torch.allclose(out[:, 0], out[:, 1])

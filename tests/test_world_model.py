@@ -181,3 +181,30 @@ def test_hub_repo_id_resolves_from_local_cache(model, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
         WorldModel.from_pretrained("someone/missing", local_files_only=True)
     shutil.rmtree(cache)
+
+
+def test_action_conditioned_forecast_and_clear_errors(model):
+    from featureflow.encoders import PixelPatchEncoder
+    from featureflow.probes import PixelPatchRGBHead
+
+    frames = torch.rand(1, 2, 3, 16, 16)
+    with pytest.raises(ValueError, match="not action-conditioned"):
+        model.forecast(frames, 2, actions=torch.zeros(1, 2, 2))
+    assert model.action_dim is None
+    torch.manual_seed(0)
+    den = Denoiser(latent_dim=48, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
+    wm = WorldModel(PixelPatchEncoder(4), Identity(48), FlowForecaster(den, max_stride=1, residual=True),
+                    {"rgb": PixelPatchRGBHead(4)})
+    for p in wm.forecaster.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    assert wm.action_dim == 2
+    with pytest.raises(ValueError, match="action-conditioned: pass actions"):
+        wm.forecast(frames, 2)
+    a = torch.rand(1, 2, 2) * 2 - 1
+    f1 = wm.forecast(frames, 2, 3, steps=2, generator=torch.Generator().manual_seed(0), actions=a)
+    f2 = wm.forecast(frames, 2, 3, steps=2, generator=torch.Generator().manual_seed(0), actions=a)
+    f3 = wm.forecast(frames, 2, 3, steps=2, generator=torch.Generator().manual_seed(0), actions=-a)
+    assert f1.decode("rgb").shape == (1, 3, 2, 3, 16, 16)
+    assert torch.equal(f1.latents, f2.latents) and not torch.allclose(f1.latents, f3.latents)
+    # the latents decode the same way through decode_latents and the Forecast
+    assert torch.allclose(wm.decode_latents(f1.latents, "rgb"), f1.decode("rgb"))

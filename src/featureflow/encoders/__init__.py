@@ -5,6 +5,7 @@
 * `DINOv2Encoder`: frozen DINOv2 (with or without registers) via Hugging Face transformers
   (install the ``hf`` extra); transformers is imported only when it is built.
 * `ModuleEncoder`: wrap any network or callable that returns patch features.
+* `PixelPatchEncoder`: each patch's raw pixels as its feature (exactly invertible).
 * `ToyEncoder`: a small ViT for ToyWorld frames, trained by
   `featureflow.training.toy_encoder.train_toy_encoder`.
 """
@@ -21,6 +22,7 @@ from featureflow.encoders.base import (
 )
 from featureflow.encoders.dinov2 import DINOv2Encoder, MissingWeightsError
 from featureflow.encoders.module import ModuleEncoder
+from featureflow.encoders.pixels import PixelPatchEncoder, unpatchify
 from featureflow.encoders.toy import ToyEncoder
 
 __all__ = [
@@ -36,4 +38,6 @@ __all__ = [
     "MissingWeightsError",
     "ModuleEncoder",
     "ToyEncoder",
+    "PixelPatchEncoder",
+    "unpatchify",
 ]

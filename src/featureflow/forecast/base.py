@@ -28,6 +28,12 @@ def _build_denoiser(denoiser: Any) -> nn.Module:
     return denoiser
 
 
+def _cond(cond: Tensor | None) -> tuple[Tensor, ...]:
+    """Extra positional arguments for a denoiser call: ``(cond,)``, or none without actions
+    (so denoisers that take no ``cond`` keep working)."""
+    return () if cond is None else (cond,)
+
+
 class ForecasterBase(nn.Module, Configurable):
     """Shared machinery; subclasses define ``loss`` and ``_next_frame``.
 
@@ -38,6 +44,13 @@ class ForecasterBase(nn.Module, Configurable):
         residual: model the change from the last context frame instead of the frame
             itself (the target becomes ``next − last``; a network that outputs zero is
             the copy-last-frame baseline, which makes small models train much faster).
+
+    Action conditioning: when the denoiser was built with ``cond_dim`` (``arch="causal"``),
+    the forecaster is action-conditioned (:attr:`action_dim` = ``cond_dim``): ``loss``
+    takes the clips' actions (b, T - 1, A), draws consecutive-frame windows and
+    conditions each target on the action that led to it; ``rollout`` takes one action per
+    forecast step, shared by the samples (b, k, A) or per sample (b, s, k, A). The action
+    embedding is added to the target frame's conditioning.
     """
 
     def __init__(self, denoiser: Any, *, min_context: int = 1, max_stride: int = 4, residual: bool = False) -> None:
@@ -68,12 +81,49 @@ class ForecasterBase(nn.Module, Configurable):
         """Latent channels C."""
         return int(self.denoiser.latent_dim)
 
-    def draw_window(self, clip: Latents, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """A random (context, target) training window from ``clip``; see :func:`draw_window`."""
-        return draw_window(
+    @property
+    def action_dim(self) -> int | None:
+        """Size A of the action this forecaster is conditioned on (None: not action-conditioned)."""
+        cond_dim = getattr(self.denoiser, "config", {}).get("cond_dim")
+        return int(cond_dim) if cond_dim else None
+
+    def draw_window(
+        self, clip: Latents, generator: torch.Generator | None = None, actions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A random (context, target, action-or-None) training window; see :func:`draw_window`."""
+        if (actions is None) != (self.action_dim is None):
+            raise ValueError(
+                f"this forecaster is action-conditioned (action_dim={self.action_dim}): pass the clips' actions (b, T - 1, {self.action_dim})"
+                if actions is None else "this forecaster is not action-conditioned (its denoiser has no cond_dim); pass actions=None"
+            )
+        out = draw_window(
             clip, min_context=self.min_context, max_context=self.max_context, max_stride=self.max_stride,
-            generator=generator,
+            generator=generator, actions=actions,
         )
+        if actions is None:
+            return out[0], out[1], None
+        if out[2].shape[-1] != self.action_dim:
+            raise ValueError(f"actions: expected {self.action_dim} values per step, got {out[2].shape[-1]}")
+        return out[0], out[1], out[2].to(clip.dtype)
+
+    def _check_actions(self, actions: Tensor | None, b: int, num_samples: int, horizon: int) -> Tensor | None:
+        """Rollout actions as (b, s or 1, k, A), or None; errors name the expected shape."""
+        a = self.action_dim
+        if actions is None:
+            if a is not None:
+                raise ValueError(f"this forecaster is action-conditioned: pass actions of shape (b, {horizon}, {a}) or (b, s, {horizon}, {a})")
+            return None
+        if a is None:
+            raise ValueError("this forecaster is not action-conditioned (its denoiser has no cond_dim); pass actions=None")
+        if actions.dim() == 3:
+            actions = actions.unsqueeze(1)
+        if actions.dim() != 4 or actions.shape[0] != b or actions.shape[1] not in (1, num_samples) \
+                or actions.shape[2] != horizon or actions.shape[3] != a:
+            raise ValueError(
+                f"actions: expected shape ({b}, {horizon}, {a}) or ({b}, {num_samples}, {horizon}, {a}), got {tuple(actions.shape)}"
+            )
+        check_finite("actions", actions)
+        return actions
 
     # --- sampling ------------------------------------------------------------------
     def _rows_per_element(self, num_samples: int) -> int:
@@ -85,9 +135,10 @@ class ForecasterBase(nn.Module, Configurable):
         return resolve(solver, steps)
 
     def _next_frame(
-        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float
+        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, int]:
-        """The next frame (rows, h, w, C) given the window ``state``, and the NFE spent."""
+        """The next frame (rows, h, w, C) given the window ``state`` (and action ``cond`` (rows, A)), and the NFE spent."""
         raise NotImplementedError
 
     def _check_context(self, context: Tensor, horizon: int, num_samples: int) -> Tensor:
@@ -114,6 +165,7 @@ class ForecasterBase(nn.Module, Configurable):
         generator: torch.Generator | None = None,
         guidance: float | int = 1.0,
         progress: bool = False,
+        actions: Float[Tensor, "..."] | None = None,
     ) -> Rollout:
         """Forecast ``horizon`` frames autoregressively, ``num_samples`` futures per clip.
 
@@ -133,13 +185,20 @@ class ForecasterBase(nn.Module, Configurable):
             guidance: classifier-free guidance scale on the context (1 = off; other
                 values cost a second, unconditional evaluation per ODE step).
             progress: show a progress bar over the horizon.
+            actions: for an action-conditioned forecaster (:attr:`action_dim` set), the
+                action taken before each forecast frame: (b, k, A) shared by all samples,
+                or (b, s, k, A) one sequence per sample (e.g. a planner's candidates).
 
         Returns:
             ``Rollout(latents (b, s, k, h, w, C), nfe_per_frame)``.
         """
         context = self._check_context(context, horizon, num_samples)
         b, _, h, w, c = context.shape
-        rows = self._rows_per_element(num_samples)
+        acts = self._check_actions(actions, b, num_samples, horizon)
+        per_sample = acts is not None and acts.shape[1] > 1
+        rows = num_samples if per_sample else self._rows_per_element(num_samples)
+        if acts is not None:  # (b * rows, k, A), row i * rows + j is sample j of clip i
+            acts = acts.to(context.dtype).expand(b, rows, horizon, acts.shape[-1]).reshape(b * rows, horizon, -1)
         ode = self._solver(solver, steps)
         state = self.denoiser.prefill(context)  # the context cache is computed once per clip ...
         if rows > 1:
@@ -148,7 +207,8 @@ class ForecasterBase(nn.Module, Configurable):
         out = context.new_empty(b * rows, horizon, h, w, c)
         nfes: list[int] = []
         for k in progress_bar(range(horizon), progress=progress, desc="rollout", total=horizon):
-            frame, nfe = self._next_frame(state, b * rows, ode, generator, guidance)
+            cond = acts[:, k].contiguous() if acts is not None else None
+            frame, nfe = self._next_frame(state, b * rows, ode, generator, guidance, cond)
             out[:, k] = frame
             nfes.append(nfe)
             if k + 1 < horizon:
@@ -167,6 +227,10 @@ class ForecasterBase(nn.Module, Configurable):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         guidance: float | int = 1.0,
+        actions: Float[Tensor, "..."] | None = None,
     ) -> Float[Tensor, "b s h w C"]:
-        """Samples of the next frame, (b, s, h, w, C); see :meth:`rollout` for the arguments."""
-        return self.rollout(context, 1, num_samples, solver, steps, generator, guidance).latents[:, :, 0]
+        """Samples of the next frame, (b, s, h, w, C); see :meth:`rollout` for the arguments
+        (``actions``: (b, A) or (b, s, A) for an action-conditioned forecaster)."""
+        if actions is not None:
+            actions = actions.unsqueeze(-2)
+        return self.rollout(context, 1, num_samples, solver, steps, generator, guidance, actions=actions).latents[:, :, 0]

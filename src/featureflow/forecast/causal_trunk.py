@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featureflow.forecast.layers import MLP, Attention, TimeEmbedding
+from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope
 
@@ -124,7 +124,8 @@ class CausalTrunk(nn.Module):
         dropout: attention/MLP dropout (training mode only).
         frequency_dim: size of the sinusoidal time features.
         rope_base: rotary wavelength base for both the temporal and the spatial axes.
-        cond_dim: size of an optional extra conditioning vector for the target frame.
+        cond_dim: size of an optional extra conditioning vector for the target frame
+            (embedded by :class:`~featureflow.forecast.layers.CondEmbedding`).
 
     Example:
         >>> import torch
@@ -153,7 +154,7 @@ class CausalTrunk(nn.Module):
         self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
         self.embed_in = nn.Linear(latent_dim, width)
         self.time_embed = TimeEmbedding(width, frequency_dim)
-        self.cond_embed = nn.Linear(cond_dim, width) if cond_dim else None
+        self.cond_embed = CondEmbedding(cond_dim, width) if cond_dim else None
         self.blocks = nn.ModuleList(CausalBlock(width, heads, mlp_dim, dropout) for _ in range(depth))
         self.final_ada = nn.Linear(width, 2 * width)
         self.final_linear = nn.Linear(width, latent_dim)

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featureflow.forecast.base import ForecasterBase
+from featureflow.forecast.base import ForecasterBase, _cond
 from featureflow.forecast.rollout import randn
 from featureflow.solvers import ODESolver
-from featureflow.typing import Latents, typechecked
+from featureflow.typing import Float, Latents, typechecked
 from featureflow.utils import register_component
 
 __all__ = ["FlowForecaster"]
@@ -87,28 +87,36 @@ class FlowForecaster(ForecasterBase):
             return torch.rand(n, generator=generator, device=device)
         return torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator, device=device))
 
-    def _velocity(self, context: Tensor, x_t: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _velocity(
+        self, context: Tensor, x_t: Tensor, t: Tensor, generator: torch.Generator | None, cond: Tensor | None = None
+    ) -> Tensor:
         if self.history_dropout == 0.0:
-            return self.denoiser.velocity(context, x_t, t)
+            return self.denoiser.velocity(context, x_t, t, *_cond(cond))
         device = generator.device if generator is not None else "cpu"
         drop = (torch.rand(x_t.shape[0], generator=generator, device=device) < self.history_dropout).cpu()
         keep_idx = (~drop).nonzero().squeeze(1).to(x_t.device)
         drop_idx = drop.nonzero().squeeze(1).to(x_t.device)
         v = x_t.new_zeros(x_t.shape)
+        def sub(c: Tensor | None, idx: Tensor) -> Tensor | None:
+            return None if c is None else c[idx]
+
         if keep_idx.numel():
-            v = v.index_put((keep_idx,), self.denoiser.velocity(context[keep_idx], x_t[keep_idx], t[keep_idx]))
+            v = v.index_put((keep_idx,), self.denoiser.velocity(context[keep_idx], x_t[keep_idx], t[keep_idx], *_cond(sub(cond, keep_idx))))
         if drop_idx.numel():
-            v = v.index_put((drop_idx,), self.denoiser.velocity(None, x_t[drop_idx], t[drop_idx]))
+            v = v.index_put((drop_idx,), self.denoiser.velocity(None, x_t[drop_idx], t[drop_idx], *_cond(sub(cond, drop_idx))))
         return v
 
     @typechecked
-    def loss(self, clip: Latents, generator: torch.Generator | None = None) -> Tensor:
+    def loss(
+        self, clip: Latents, generator: torch.Generator | None = None, actions: Float[Tensor, "b T1 A"] | None = None
+    ) -> Tensor:
         """Flow-matching loss of a batch of latent clips (b, T, h, w, C), T >= 2; a scalar.
 
         Randomness (window, noise, times, history dropout) comes from ``generator``
-        (on any device) or the global RNG.
+        (on any device) or the global RNG. An action-conditioned forecaster needs the
+        clips' ``actions`` (b, T - 1, A); its windows are consecutive frames.
         """
-        context, data = self.draw_window(clip, generator)
+        context, data, cond = self.draw_window(clip, generator, actions)
         if self.residual:
             data = data - context[:, -1]
         b = data.shape[0]
@@ -116,11 +124,12 @@ class FlowForecaster(ForecasterBase):
         t = self.sample_time(b, generator).to(data.device, data.dtype)
         tb = t.view(b, 1, 1, 1)
         x_t = (1 - tb) * noise + tb * data
-        v = self._velocity(context, x_t, t, generator)
+        v = self._velocity(context, x_t, t, generator, cond)
         return F.mse_loss(v.float(), (data - noise).float())
 
     def _next_frame(
-        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float
+        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, int]:
         assert solver is not None
         frames = state.frames
@@ -129,9 +138,9 @@ class FlowForecaster(ForecasterBase):
 
         def fn(t: Tensor, x: Tensor) -> Tensor:
             tt = t.expand(rows)
-            v = self.denoiser.step(state, x, tt)
+            v = self.denoiser.step(state, x, tt, *_cond(cond))
             if guided:
-                v_u = self.denoiser.velocity(None, x, tt)
+                v_u = self.denoiser.velocity(None, x, tt, *_cond(cond))
                 v = v_u + guidance * (v - v_u)
             return v
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from featureflow.kernels import sdpa
 
-__all__ = ["timestep_embedding", "TimeEmbedding", "MLP", "Attention", "modulate"]
+__all__ = ["timestep_embedding", "TimeEmbedding", "CondEmbedding", "MLP", "Attention", "modulate"]
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -87,6 +87,32 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(timestep_embedding(t, self.frequency_dim))
+
+
+class CondEmbedding(nn.Module):
+    """A conditioning vector (e.g. an action) -> ``width`` vector: the raw values and their
+    sinusoidal features at ``num_frequencies`` octaves (π·2^j, j = 0..), then an MLP.
+
+    Sinusoidal features let the trunk map a continuous command to the rotary phase that
+    selects a spatial offset in attention (moving an object by an action-dependent
+    distance), which a single linear layer could only approximate.
+
+    Example:
+        >>> import torch
+        >>> CondEmbedding(2, 8)(torch.rand(5, 2)).shape
+        torch.Size([5, 8])
+    """
+
+    def __init__(self, cond_dim: int, width: int, num_frequencies: int = 6) -> None:
+        super().__init__()
+        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(num_frequencies, dtype=torch.float32), persistent=False)
+        self.mlp = MLP(cond_dim * (1 + 2 * num_frequencies), 4 * width, out_dim=width)
+        nn.init.normal_(self.mlp.fc1.weight, std=0.02)
+        nn.init.normal_(self.mlp.fc2.weight, std=0.02)
+
+    def forward(self, cond: Tensor) -> Tensor:
+        ang = (cond.unsqueeze(-1) * self.frequencies.to(cond.dtype)).flatten(-2)
+        return self.mlp(torch.cat([cond, ang.sin(), ang.cos()], dim=-1))
 
 
 class Attention(nn.Module):

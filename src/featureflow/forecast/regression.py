@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featureflow.forecast.base import ForecasterBase
+from featureflow.forecast.base import ForecasterBase, _cond
 from featureflow.solvers import ODESolver
-from featureflow.typing import FrameLatents, Latents, typechecked
+from featureflow.typing import Float, FrameLatents, Latents, typechecked
 from featureflow.utils import register_component
 
 __all__ = ["RegressionForecaster"]
@@ -55,18 +55,22 @@ class RegressionForecaster(ForecasterBase):
         self.config["loss"] = loss
 
     @typechecked
-    def predict(self, context: Latents) -> FrameLatents:
-        """The predicted next frame (b, h, w, C) given context (b, t, h, w, C) (uncached)."""
+    def predict(self, context: Latents, actions: Float[Tensor, "b A"] | None = None) -> FrameLatents:
+        """The predicted next frame (b, h, w, C) given context (b, t, h, w, C) (uncached)
+        and, for an action-conditioned forecaster, the action (b, A) taken after it."""
         context = context[:, -self.max_context :]
         x = context.new_zeros(context[:, -1].shape)
-        out = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]))
+        out = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]), *_cond(actions))
         return out + context[:, -1] if self.residual else out
 
     @typechecked
-    def loss(self, clip: Latents, generator: torch.Generator | None = None) -> Tensor:
-        """Regression loss of a batch of latent clips (b, T, h, w, C), T >= 2; a scalar."""
-        context, target = self.draw_window(clip, generator)
-        pred = self.predict(context).float()
+    def loss(
+        self, clip: Latents, generator: torch.Generator | None = None, actions: Float[Tensor, "b T1 A"] | None = None
+    ) -> Tensor:
+        """Regression loss of a batch of latent clips (b, T, h, w, C), T >= 2; a scalar
+        (``actions`` (b, T - 1, A) for an action-conditioned forecaster)."""
+        context, target, cond = self.draw_window(clip, generator, actions)
+        pred = self.predict(context, cond).float()
         if self.loss_type == "mse":
             return F.mse_loss(pred, target.float())
         return F.smooth_l1_loss(pred, target.float())
@@ -78,9 +82,10 @@ class RegressionForecaster(ForecasterBase):
         return None  # one network evaluation per frame, no ODE
 
     def _next_frame(
-        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float
+        self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, int]:
         frames = state.frames
         x = frames.new_zeros(rows, frames.shape[2], frames.shape[3], frames.shape[4])
-        out = self.denoiser.step(state, x, x.new_zeros(rows))
+        out = self.denoiser.step(state, x, x.new_zeros(rows), *_cond(cond))
         return (out + frames[:, -1] if self.residual else out), 1

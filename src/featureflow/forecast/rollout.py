@@ -76,7 +76,8 @@ def draw_window(
     max_context: int,
     max_stride: int,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
+    actions: Tensor | None = None,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Draw a training window from clips: ``(context (b, c, h, w, C), target (b, h, w, C))``.
 
     As in the paper's variable-length recipe, one context length ``c`` (uniform in
@@ -84,6 +85,10 @@ def draw_window(
     ``1..min(max_stride, (T - 1) // c)``) are drawn per batch, and a start offset per
     clip; frames ``start, start + stride, ..., start + c * stride`` are taken, the last
     being the target. Draws come from ``generator`` or the global CPU RNG.
+
+    With ``actions`` (b, T - 1, A) (``actions[:, i]`` leads from frame ``i`` to ``i + 1``)
+    the stride is always 1 and the action leading to the target, (b, A), is returned as
+    a third element.
 
     Example:
         >>> clip = torch.arange(6.0).reshape(1, 6, 1, 1, 1).expand(2, 6, 1, 1, 1)
@@ -99,11 +104,16 @@ def draw_window(
         raise ValueError(
             f"clips have {T} frames but a training window needs at least min_context + 1 = {min_context + 1}"
         )
+    if actions is not None and (actions.dim() != 3 or tuple(actions.shape[:2]) != (b, T - 1)):
+        raise ValueError(f"actions: expected shape ({b}, {T - 1}, A) for clips of {T} frames, got {tuple(actions.shape)}")
     hi = min(max_context, T - 1)
     c = int(_randint(min_context, hi, generator))
-    stride = int(_randint(1, max(1, min(max_stride, (T - 1) // c)), generator))
+    stride = 1 if actions is not None else int(_randint(1, max(1, min(max_stride, (T - 1) // c)), generator))
     span = c * stride
     start = _randint(0, T - 1 - span, generator, (b,))
     idx = (start[:, None] + torch.arange(c + 1)[None] * stride).to(clip.device)
-    frames = clip[torch.arange(b, device=clip.device)[:, None], idx]
+    rows = torch.arange(b, device=clip.device)
+    frames = clip[rows[:, None], idx]
+    if actions is not None:
+        return frames[:, :c], frames[:, c], actions[rows, idx[:, c - 1].to(actions.device)]
     return frames[:, :c], frames[:, c]

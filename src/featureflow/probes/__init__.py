@@ -20,7 +20,7 @@ from featureflow.probes.depth import DepthHead
 from featureflow.probes.dpt import DPTHead, released_dpt_config, strip_prefix
 from featureflow.probes.linear import LinearHead
 from featureflow.probes.normals import NormalsHead
-from featureflow.probes.rgb import RGBHead
+from featureflow.probes.rgb import PixelPatchRGBHead, RGBHead
 from featureflow.probes.segmentation import SegmentationHead
 from featureflow.probes.task import TaskHead
 
@@ -33,6 +33,7 @@ __all__ = [
     "DepthHead",
     "NormalsHead",
     "RGBHead",
+    "PixelPatchRGBHead",
     "strip_prefix",
     "released_dpt_config",
 ]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from featureflow.probes._common import ImageSize
 from featureflow.probes.task import TaskHead
 from featureflow.typing import Float, FrameFeatures, typechecked
-from featureflow.utils import register_component
+from featureflow.utils import Configurable, register_component
 
-__all__ = ["RGBHead"]
+__all__ = ["RGBHead", "PixelPatchRGBHead"]
 
 LOSSES = ("l1", "mse")
 
@@ -61,3 +62,44 @@ class RGBHead(TaskHead):
         pred = torch.sigmoid(self._raw_for(features, target, "target image"))
         diff = pred - target
         return diff.abs().mean() if self.loss_kind == "l1" else diff.pow(2).mean()
+
+
+@register_component
+class PixelPatchRGBHead(nn.Module, Configurable):
+    """The exact "probe" of :class:`~featureflow.encoders.PixelPatchEncoder` features:
+    un-patchify them back to pixels (no parameters, nothing to train).
+
+    ``predict(features (b, h, w, 3·p²), size)`` returns (b, 3, H, W) clamped to [0, 1],
+    bilinearly resized when ``size`` differs from the patch grid times ``p``.
+
+    Args:
+        patch_size: the encoder's patch size.
+
+    Example:
+        >>> from featureflow.encoders import PixelPatchEncoder
+        >>> x = torch.rand(1, 3, 8, 8)
+        >>> bool(torch.equal(PixelPatchRGBHead(4).predict(PixelPatchEncoder(4)(x)), x))
+        True
+    """
+
+    task = "rgb"
+
+    def __init__(self, patch_size: int) -> None:
+        super().__init__()
+        if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+        self.patch_size = patch_size
+        self.config: dict[str, Any] = {"patch_size": patch_size}
+
+    @typechecked
+    def predict(self, features: FrameFeatures, size: ImageSize = None) -> Float[Tensor, "b 3 H W"]:
+        """Image (b, 3, H, W) in [0, 1]."""
+        from featureflow.encoders.pixels import unpatchify
+
+        img = unpatchify(features, self.patch_size).clamp(0, 1)
+        if size is not None and tuple(size) != tuple(img.shape[-2:]):
+            img = F.interpolate(img, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
+        return img
+
+    def forward(self, features: Tensor, size: ImageSize = None) -> Tensor:
+        return self.predict(features, size)

@@ -95,6 +95,11 @@ class WorldModel(nn.Module):
         return int(self.forecaster.max_context)
 
     @property
+    def action_dim(self) -> int | None:
+        """Size of the action the forecaster is conditioned on (None: not action-conditioned)."""
+        return getattr(self.forecaster, "action_dim", None)
+
+    @property
     def device(self) -> torch.device:
         for p in self.parameters():
             return p.device
@@ -128,6 +133,7 @@ class WorldModel(nn.Module):
         baseline: str | None = None,
         autocast: bool = False,
         progress: bool = False,
+        actions: Tensor | None = None,
     ) -> Forecast:
         """Sample ``num_samples`` futures of ``horizon`` frames after the given context.
 
@@ -147,6 +153,9 @@ class WorldModel(nn.Module):
             baseline: name of a baseline forecaster (e.g. "regression") to use instead.
             autocast: run the forecaster under bf16 autocast.
             progress: show a progress bar over forecast steps.
+            actions: for an action-conditioned model (:attr:`action_dim` set, e.g. the
+                bundled ``"toyworld-agent"``), the action taken before each forecast
+                frame: (b, k, A) shared by the samples, or (b, s, k, A) per sample.
 
         Returns:
             A `Forecast` with ``latents`` (b, s, k, h, w, C), ``features``, ``decode(...)``, ``nfe``.
@@ -156,6 +165,8 @@ class WorldModel(nn.Module):
         if solver is None and baseline is None and self.vfmf_recipe is not None:
             from featureflow.compat.vfmf import forecast_released
 
+            if actions is not None:
+                raise ValueError("the released VFMF recipe is not action-conditioned; pass actions=None")
             if guidance != 1.0:
                 raise ValueError("the released VFMF recipe has no guidance; pass a solver to sample without it")
             return forecast_released(self, frames, horizon, num_samples, steps=steps, generator=generator,
@@ -176,6 +187,8 @@ class WorldModel(nn.Module):
             else contextlib.nullcontext()
         )
         kwargs: dict[str, Any] = dict(num_samples=num_samples, generator=generator, progress=progress)
+        if actions is not None or getattr(forecaster, "action_dim", None) is not None:
+            kwargs["actions"] = None if actions is None else torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
         if baseline is None:
             kwargs.update(solver=solver, steps=steps, guidance=guidance)
         with ctx:
@@ -188,6 +201,34 @@ class WorldModel(nn.Module):
         if modality not in self.probes:
             raise ValueError(f"no probe head for {modality!r}; this model has {sorted(self.probes)}")
         return self.probes[modality].predict(features, size=size)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor, modality: str, size: tuple[int, int] | None = None,
+                       chunk: int = 256) -> Tensor:
+        """Decode latents (*batch, h, w, C) to ``modality`` (*batch, ...) at image ``size``
+        (default: the patch grid times the encoder's patch size), in chunks of ``chunk`` frames.
+
+        Example:
+            >>> from featureflow.compressors import Identity
+            >>> from featureflow.encoders import PixelPatchEncoder
+            >>> from featureflow.forecast import Denoiser, FlowForecaster
+            >>> from featureflow.probes import PixelPatchRGBHead
+            >>> fc = FlowForecaster(Denoiser(latent_dim=48, width=16, depth=1, heads=2))
+            >>> wm = WorldModel(PixelPatchEncoder(4), Identity(48), fc, {"rgb": PixelPatchRGBHead(4)})
+            >>> frames = torch.rand(1, 2, 3, 16, 16)
+            >>> z = wm.encode(frames)
+            >>> bool(torch.allclose(wm.decode_latents(z, "rgb"), frames, atol=1e-6))
+            True
+        """
+        if latents.dim() < 3:
+            raise ShapeError(f"latents: expected (*batch, h, w, C), got shape {tuple(latents.shape)}")
+        lead, (h, w) = latents.shape[:-3], latents.shape[-3:-1]
+        if size is None:
+            p = int(getattr(self.encoder, "patch_size", 1))
+            size = (h * p, w * p)
+        flat = latents.reshape(-1, *latents.shape[-3:])
+        out = torch.cat([self.decode_features(self.compressor.decode(part), modality, size) for part in flat.split(chunk)])
+        return out.reshape(*lead, *out.shape[1:])
 
     # ------------------------------------------------------------------ I/O
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_encoder: bool | None = None,
