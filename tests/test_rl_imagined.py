@@ -1,4 +1,4 @@
-"""featureflow.rl: action-conditioned forecaster, ActionWorldModel, ImaginedEnv."""
+"""featureflow.rl: action-conditioned world models, planning over them, ImaginedEnv."""
 
 from __future__ import annotations
 
@@ -7,25 +7,22 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from featureflow.compressors import Identity
-from featureflow.forecast import Denoiser
+from featureflow.forecast import Denoiser, FlowForecaster
 from featureflow.rl import (
-    ActionFlowForecaster,
-    ActionWorldModel,
     AgentToyWorld,
     CEMPlanner,
     ImaginedEnv,
     LatentGoalCost,
     LatentPlanningModel,
-    PixelPatchEncoder,
     SegmentationGoalCost,
+    pixel_world_model,
 )
+from featureflow.world import WorldModel
 
 
-def tiny_model(seed: int = 0) -> ActionWorldModel:
+def tiny_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
-    den = Denoiser(latent_dim=12, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
-    return ActionWorldModel(PixelPatchEncoder(2), Identity(12), ActionFlowForecaster(den))
+    return pixel_world_model(2, width=16, depth=1, heads=2)
 
 
 def toy_frames(world: AgentToyWorld):
@@ -58,8 +55,12 @@ def test_imagined_env_passes_env_checker(observation):
 
 
 def test_imagined_env_rejects_bad_models_and_actions():
-    with pytest.raises(TypeError, match="encode\\(\\), rollout\\(\\)"):
+    with pytest.raises(TypeError, match="action-conditioned WorldModel"):
         ImaginedEnv(object(), lambda rng: torch.rand(2, 3, 8, 8), lambda *a: 0.0)
+    plain = WorldModel(tiny_model().encoder, tiny_model().compressor,
+                       FlowForecaster(Denoiser(latent_dim=12, width=16, depth=1, heads=2)), tiny_model().probes)
+    with pytest.raises(ValueError, match="not action-conditioned"):
+        ImaginedEnv(plain, lambda rng: torch.rand(2, 3, 8, 8), lambda *a: 0.0)
     env = ImaginedEnv(tiny_model(), lambda rng: torch.rand(2, 3, 8, 8), lambda *a: 0.0)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="shape \\(2,\\)"):
@@ -72,22 +73,31 @@ def test_action_forecaster_shapes_and_batched_planning():
     pm.set_context(torch.rand(3, 3, 8, 8))
     pred = pm(torch.zeros(6, 4, 2), 3)
     assert pred["latents"].shape == (6, 3, 4, 4, 4, 12) and pred["rgb"].shape == (6, 3, 4, 3, 8, 8)
+    # every candidate's K futures follow that candidate's actions: K=1 rows equal a direct rollout
+    acts = torch.rand(3, 2, 2) * 2 - 1
+    one = LatentPlanningModel(wm, steps=1, generator=torch.Generator().manual_seed(5))
+    one.set_context(torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)))
+    pm.set_context(torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1)))
+    direct = wm.forecaster.rollout(pm.context, 2, 3, steps=1, generator=torch.Generator().manual_seed(5),
+                                   actions=acts.unsqueeze(0)).latents[0]
+    assert torch.allclose(one(acts, 1)["latents"][:, 0], direct, atol=1e-6)
     with pytest.raises(ValueError, match="actions: expected"):
-        wm.forecaster.rollout(torch.zeros(1, 2, 4, 4, 12), torch.zeros(2, 1, 3, 2))
-    with pytest.raises(ValueError, match="cond_dim"):
-        ActionFlowForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2))
+        pm(torch.zeros(6, 4, 3), 2)
+    with pytest.raises(ValueError, match="needs an action-conditioned"):
+        LatentPlanningModel(WorldModel(wm.encoder, wm.compressor, FlowForecaster(Denoiser(latent_dim=12, width=16, depth=1, heads=2))))
 
 
 def test_action_world_model_save_load_round_trip(tmp_path):
     wm = tiny_model()
+    wm.compressor.set_feature_stats(torch.full((12,), 0.5), torch.full((12,), 0.2))
+    wm.metadata = {"frame_skip": 3}
     wm.save_pretrained(tmp_path / "m")
-    back = ActionWorldModel.from_pretrained(tmp_path / "m")
-    ctx = wm.encode(torch.rand(1, 2, 3, 8, 8))
-    a = torch.rand(1, 2, 2, 2)
-    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    assert torch.equal(wm.rollout(ctx, a, 2, generator=g1), back.rollout(ctx, a, 2, generator=g2))
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        ActionWorldModel.from_pretrained(tmp_path / "nothing")
+    back = WorldModel.from_pretrained(tmp_path / "m")
+    assert back.action_dim == 2 and back.metadata["frame_skip"] == 3 and back.forecaster.residual
+    frames, a = torch.rand(1, 2, 3, 8, 8), torch.rand(1, 2, 2, 2)
+    f1 = wm.forecast(frames, 2, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=a)
+    f2 = back.forecast(frames, 2, 2, steps=2, generator=torch.Generator().manual_seed(1), actions=a)
+    assert torch.equal(f1.latents, f2.latents) and torch.equal(f1.decode("rgb"), f2.decode("rgb"))
 
 
 def _point_world(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,20 +122,21 @@ def test_action_conditioning_moves_forecasts_in_commanded_direction(one_thread):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     den = Denoiser(latent_dim=2, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
-    fc = ActionFlowForecaster(den)
+    fc = FlowForecaster(den, max_stride=1)
     opt = torch.optim.Adam(fc.parameters(), lr=1e-2)
     clips, actions = _point_world(512, g)
     for _ in range(100):
         idx = torch.randint(0, 512, (256,), generator=g)
-        loss = fc.loss(clips[idx], actions[idx], generator=g)
+        loss = fc.loss(clips[idx], g, actions[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
     fc.eval()
     ctx = torch.zeros(1, 1, 1, 1, 2)
     commands = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]).view(1, 4, 1, 2)
-    out = fc.rollout(ctx, commands, num_samples=16, steps=8, generator=torch.Generator().manual_seed(0)).latents
-    mean = out.mean(2)[0, :, 0, 0, 0]  # (4 commands, 2)
+    per_sample = commands.repeat_interleave(16, 1)  # (1, 64, 1, 2): 16 samples per command
+    out = fc.rollout(ctx, 1, 64, steps=8, generator=torch.Generator().manual_seed(0), actions=per_sample).latents
+    mean = out.view(4, 16, 2).mean(1)  # (4 commands, 2)
     expected = 0.5 * commands[0, :, 0]
     assert torch.allclose(mean, expected, atol=0.2), mean
     # and each forecast moves along the command, not the other axis
@@ -134,7 +145,7 @@ def test_action_conditioning_moves_forecasts_in_commanded_direction(one_thread):
 
 def test_cem_over_learned_model_runs_batched():
     wm = tiny_model()
-    pm = LatentPlanningModel(wm, decode_rgb=False, steps=1)
+    pm = LatentPlanningModel(wm, decode=(), steps=1)
     pm.set_context(torch.rand(2, 3, 8, 8))
     goal = torch.zeros(4, 4, 12)
     calls = []

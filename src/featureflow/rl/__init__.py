@@ -15,8 +15,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError("featureflow.rl needs gymnasium: pip install 'featureflow[gym]'") from err
 
-from featureflow.rl.action_flow import ActionFlowForecaster
-from featureflow.rl.action_model import ActionWorldModel, LatentPlanningModel, PixelPatchEncoder
+from featureflow.rl.action_model import LatentPlanningModel, pixel_world_model
 from featureflow.rl.agent_world import AGENT_COLOUR, AgentClip, AgentToyWorld, step_with_actions
 from featureflow.rl.costs import (
     AgentDistanceCost,
@@ -27,6 +26,7 @@ from featureflow.rl.costs import (
     mask_centroid,
     pixels_to_floor,
 )
+from featureflow.rl.diagnostics import ActionResponse, action_response
 from featureflow.rl.envs import ToyWorldEnv, rgb_to_uint8
 from featureflow.rl.imagined import ImaginedEnv
 from featureflow.rl.mpc import EpisodeResult, MPCController, evaluate_policy, random_policy, run_episode
@@ -52,10 +52,10 @@ __all__ = [
     "evaluate_policy",
     "random_policy",
     "SimulatorModel",
-    "ActionFlowForecaster",
-    "ActionWorldModel",
     "LatentPlanningModel",
-    "PixelPatchEncoder",
+    "pixel_world_model",
+    "ActionResponse",
+    "action_response",
     "agent_clip_dataset",
     "train_action_world_model",
     "AgentDistanceCost",

@@ -19,10 +19,10 @@ RewardFn = Callable[[Tensor, "Tensor | None", np.ndarray], float]
 class ImaginedEnv(gym.Env):
     """Train an agent in imagination: each step samples the next latent frame from a world model.
 
-    The model is anything with the :class:`~featureflow.rl.ActionWorldModel` interface:
-    ``encode(frames (1, t, 3, H, W)) -> latents (1, t, h, w, C)``,
-    ``rollout(context, actions (1, 1, 1, A), num_samples=1, generator=...) -> (1, 1, 1, 1, h, w, C)``,
-    ``max_context``, ``action_dim`` and, for ``observation="rgb"``, ``decode_rgb(latents)``.
+    The model is an action-conditioned :class:`~featureflow.world.WorldModel`
+    (``model.action_dim`` set, e.g. ``WorldModel.from_pretrained("toyworld-agent")`` or
+    :func:`~featureflow.rl.pixel_world_model`); ``observation="rgb"`` and rendering need
+    its ``"rgb"`` probe.
 
     ``reset`` takes real starting frames from ``initial_frames(rng) -> (t, 3, H, W)`` (float
     in [0, 1] or uint8; e.g. a few frames of :class:`~featureflow.rl.ToyWorldEnv`) and
@@ -41,11 +41,8 @@ class ImaginedEnv(gym.Env):
         solver: ODE solver name for sampling; ``steps``: its network evaluations.
 
     Example:
-        >>> from featureflow.compressors import Identity
-        >>> from featureflow.forecast import Denoiser
-        >>> from featureflow.rl import ActionFlowForecaster, ActionWorldModel, PixelPatchEncoder
-        >>> den = Denoiser(latent_dim=12, width=16, depth=1, heads=2, max_context=2, cond_dim=2)
-        >>> wm = ActionWorldModel(PixelPatchEncoder(2), Identity(12), ActionFlowForecaster(den))
+        >>> from featureflow.rl import pixel_world_model
+        >>> wm = pixel_world_model(2, width=16, depth=1, heads=2)
         >>> env = ImaginedEnv(wm, lambda rng: torch.rand(2, 3, 8, 8), lambda z, rgb, a: -float(abs(a).sum()))
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, env.step(np.zeros(2, dtype=np.float32))[1]
@@ -71,27 +68,29 @@ class ImaginedEnv(gym.Env):
             raise ValueError(f"observation must be 'latent' or 'rgb', got {observation!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        missing = [m for m in ("encode", "rollout") if not callable(getattr(model, m, None))]
-        if missing or not hasattr(model, "max_context"):
-            raise TypeError(f"model must have encode(), rollout() and max_context (an ActionWorldModel); missing {missing}")
-        if (observation == "rgb" or render_mode) and not callable(getattr(model, "decode_rgb", None)):
-            raise TypeError("observation='rgb' and rendering need a model with decode_rgb()")
+        if not callable(getattr(model, "encode", None)) or not hasattr(model, "forecaster") \
+                or not callable(getattr(model, "decode_latents", None)):
+            raise TypeError(f"model must be an action-conditioned WorldModel (encode(), forecaster, decode_latents()), got {type(model).__name__}")
+        if getattr(model, "action_dim", None) is None:
+            raise ValueError("model is not action-conditioned (its forecaster's denoiser has no cond_dim)")
+        if (observation == "rgb" or render_mode) and "rgb" not in model.probes:
+            raise ValueError(f"observation='rgb' and rendering need an 'rgb' probe; the model has {sorted(model.probes)}")
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
         self.model, self.initial_frames, self.reward_fn, self.terminate_fn = model, initial_frames, reward_fn, terminate_fn
         self.observation, self.max_steps, self.latent_bound = observation, max_steps, float(latent_bound)
         self.solver, self.solver_steps, self.render_mode = solver, steps, render_mode
-        self.action_dim = int(getattr(model, "action_dim", 2))
+        self.action_dim = int(model.action_dim)
         self.action_space = spaces.Box(-1.0, 1.0, (self.action_dim,), dtype=np.float32)
         # Probe the shapes once with the frames of a fixed generator.
         frames = self._frames(np.random.default_rng(0))
+        self.image_size = (int(frames.shape[-2]), int(frames.shape[-1]))
         lat = model.encode(frames.unsqueeze(0))
         self.latent_shape = tuple(int(v) for v in lat.shape[2:])
         if observation == "latent":
             self.observation_space: spaces.Space = spaces.Box(-latent_bound, latent_bound, self.latent_shape, dtype=np.float32)
         else:
-            _, _, hh, ww = frames.shape
-            self.observation_space = spaces.Box(0, 255, (hh, ww, 3), dtype=np.uint8)
+            self.observation_space = spaces.Box(0, 255, (*self.image_size, 3), dtype=np.uint8)
         self.context: Tensor | None = None
         self.steps = 0
         self.generator = torch.Generator().manual_seed(0)
@@ -105,7 +104,7 @@ class ImaginedEnv(gym.Env):
     def _rgb(self, latent: Tensor) -> Tensor | None:
         if self.observation != "rgb" and self.render_mode is None:
             return None
-        return self.model.decode_rgb(latent)
+        return self.model.decode_latents(latent, "rgb", self.image_size)
 
     def _obs(self, latent: Tensor, rgb: Tensor | None) -> np.ndarray:
         if self.observation == "latent":
@@ -130,8 +129,9 @@ class ImaginedEnv(gym.Env):
         if a.shape != (self.action_dim,) or not np.isfinite(a).all():
             raise ValueError(f"action must be a finite array of shape ({self.action_dim},), got shape {a.shape}")
         a = np.clip(a, -1.0, 1.0)
-        act = torch.from_numpy(a).to(self.context.dtype).view(1, 1, 1, self.action_dim)
-        nxt = self.model.rollout(self.context, act, 1, self.solver, self.solver_steps, self.generator)
+        act = torch.from_numpy(a).to(self.context.dtype).view(1, 1, self.action_dim)
+        nxt = self.model.forecaster.rollout(self.context, 1, 1, self.solver, self.solver_steps, self.generator,
+                                            actions=act).latents
         latent = nxt.reshape(1, *self.latent_shape)
         self.context = torch.cat([self.context, latent.unsqueeze(1)], 1)[:, -self.model.max_context :]
         self.steps += 1
@@ -148,5 +148,5 @@ class ImaginedEnv(gym.Env):
             return None
         if self.context is None:
             raise RuntimeError("call reset() before render()")
-        rgb = self._last_rgb if self._last_rgb is not None else self.model.decode_rgb(self.context[0, -1])
+        rgb = self._last_rgb if self._last_rgb is not None else self._rgb(self.context[0, -1])
         return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 
-
 import torch
 from torch import Tensor
 
-from featureflow.compressors import Identity
-from featureflow.forecast import Denoiser
-from featureflow.rl.action_flow import ActionFlowForecaster
-from featureflow.rl.action_model import ActionWorldModel, PixelPatchEncoder
+from featureflow.rl.action_model import pixel_world_model
 from featureflow.rl.agent_world import AgentToyWorld
 from featureflow.utils import JSONLLogger, progress_bar
+from featureflow.world import WorldModel
 
 __all__ = ["agent_clip_dataset", "train_action_world_model"]
 
@@ -56,32 +53,35 @@ def train_action_world_model(
     train_steps: int = 1500,
     batch_size: int = 48,
     lr: float = 1e-3,
+    residual: bool = True,
     seed: int = 0,
     log_path: str | os.PathLike | None = None,
     progress: bool = False,
-) -> ActionWorldModel:
-    """Fit a :class:`PixelPatchEncoder` + standardised Identity compressor + action-conditioned
-    flow forecaster on random-action clips of ``world`` (training seeds ``seed*10⁶ + i``),
-    each action held for ``frame_skip`` simulation steps (use the env's ``frame_skip``).
+) -> WorldModel:
+    """Fit :func:`~featureflow.rl.pixel_world_model` (pixel patches, standardised Identity
+    compressor, residual action-conditioned flow forecaster) on random-action clips of
+    ``world`` (training seeds ``seed·10⁶ + i``), each action held for ``frame_skip``
+    simulation steps (use the env's ``frame_skip``).
+
+    The returned model's ``metadata`` records the world and data settings
+    (``world``, ``frame_skip``, ``resolution``), which planners and the env need to match.
 
     Example:
         >>> wm = train_action_world_model(AgentToyWorld(resolution=8), num_clips=4, clip_length=3,
         ...                               patch_size=4, width=16, depth=1, heads=2, train_steps=2, batch_size=2)
-        >>> wm.encode(torch.rand(1, 2, 3, 8, 8)).shape
-        torch.Size([1, 2, 2, 2, 48])
+        >>> wm.action_dim, wm.encode(torch.rand(1, 2, 3, 8, 8)).shape
+        (2, torch.Size([1, 2, 2, 2, 48]))
     """
     torch.manual_seed(seed)
     frames, actions = agent_clip_dataset(world, range(seed * 10**6, seed * 10**6 + num_clips), clip_length, frame_skip, progress)
-    encoder = PixelPatchEncoder(patch_size)
-    feats = encoder(frames.flatten(0, 1))  # (n*t, h, w, D)
-    compressor = Identity(encoder.feature_dim)
-    flat = feats.reshape(-1, encoder.feature_dim)
+    wm = pixel_world_model(patch_size, 2, width=width, depth=depth, heads=heads, max_context=max_context, residual=residual)
+    feats = wm.encoder(frames.flatten(0, 1))  # (n*t, h, w, D)
+    flat = feats.reshape(-1, wm.encoder.feature_dim)
     # One shared scale for all pixels: a per-channel std would blow up rarely-changing
     # background pixels and let them dominate the loss.
-    compressor.set_feature_stats(flat.mean(0), flat.std(0).mean().clamp(min=1e-3).expand(encoder.feature_dim).clone())
-    latents = compressor.encode(feats).reshape(*frames.shape[:2], *feats.shape[1:])
-    den = Denoiser(latent_dim=encoder.feature_dim, width=width, depth=depth, heads=heads, max_context=max_context, cond_dim=2)
-    forecaster = ActionFlowForecaster(den)
+    wm.compressor.set_feature_stats(flat.mean(0), flat.std(0).mean().clamp(min=1e-3).expand(flat.shape[1]).clone())
+    latents = wm.compressor.encode(feats).reshape(*frames.shape[:2], *feats.shape[1:])
+    forecaster = wm.forecaster
     opt = torch.optim.AdamW(forecaster.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=train_steps, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
@@ -90,7 +90,7 @@ def train_action_world_model(
     bar = progress_bar(range(train_steps), progress=progress, desc="train", total=train_steps)
     for step in bar:
         idx = torch.randint(0, num_clips, (batch_size,), generator=g)
-        loss = forecaster.loss(latents[idx], actions[idx], generator=g)
+        loss = forecaster.loss(latents[idx], g, actions[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(forecaster.parameters(), 1.0)
@@ -100,9 +100,14 @@ def train_action_world_model(
             logger.log(step=step, loss=loss.item())
         if hasattr(bar, "set_postfix") and step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    forecaster.eval()
     if logger is not None:
         logger.close()
-    return ActionWorldModel(encoder, compressor, forecaster)
-
-
+    wm.eval()
+    wm.metadata = {
+        "world": {"type": type(world).__name__, "config": dict(world.config)},
+        "resolution": int(frames.shape[-1]),
+        "frame_skip": int(frame_skip),
+        "train": {"num_clips": num_clips, "clip_length": clip_length, "steps": train_steps, "batch_size": batch_size,
+                  "lr": lr, "seed": seed},
+    }
+    return wm
