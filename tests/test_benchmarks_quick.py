@@ -104,3 +104,24 @@ def test_markdown_page_embeds_tables_and_plots(quick_run):
         assert f"](benchmarks/{png})" in page
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| flow (VAE latent) best-of-K |" in page
+
+
+def test_planning_benchmark_counts_batched_passes(tmp_path, capsys):
+    """One dynamics call per CEM iteration: H × NFE denoiser passes of N·K rows each."""
+    import planning
+
+    from featureflow.rl import pixel_world_model
+
+    wm = pixel_world_model(4, width=16, depth=1, heads=2)
+    wm.metadata = {"resolution": 16, "frame_skip": 1}
+    wm.save_pretrained(tmp_path / "agent")
+    planning.main(["--quick", "--model", str(tmp_path / "agent"), "--out", str(tmp_path / "out"), "--iterations", "2",
+                   "--repeats", "1"])
+    res = json.loads((tmp_path / "out" / "planning.json").read_text())["results"]
+    assert len(res) == 1
+    r = res[0]
+    assert (r["candidates"], r["samples"], r["horizon"]) == (16, 2, 2)
+    assert r["denoiser_passes"] == r["iterations"] * r["horizon"] * r["nfe"] == 2 * 2 * 1
+    assert r["rows_per_pass"] == 16 * 2 and r["seconds_per_plan"] > 0
+    assert (tmp_path / "out" / "planning.png").stat().st_size > 0
+    assert "denoiser passes" in capsys.readouterr().out
