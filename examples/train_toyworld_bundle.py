@@ -13,16 +13,16 @@ weights) to ``src/featureflow/assets/models/toyworld/`` so that
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from _bundle import install_bundle
+
 from featureflow.training import load_config, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLE = ROOT / "src" / "featureflow" / "assets" / "models" / "toyworld"
 
 
 def main() -> None:
@@ -42,13 +42,7 @@ def main() -> None:
     out = run_pipeline(cfg, progress=not args.no_progress)
     print(f"trained in {(time.time() - start) / 60:.1f} min; model at {out}")
     if not args.no_install and out is not None:
-        tmp = BUNDLE.with_name(BUNDLE.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(out, tmp)
-        shutil.rmtree(BUNDLE, ignore_errors=True)
-        tmp.rename(BUNDLE)
-        size = sum(p.stat().st_size for p in BUNDLE.iterdir()) / 1e6
-        print(f"installed into {BUNDLE} ({size:.1f} MB)")
+        install_bundle(out, "toyworld")
 
 
 if __name__ == "__main__":
