@@ -58,3 +58,13 @@ def test_forecast_is_reproducible_with_a_generator():
     b = wm.forecast(frames, num_samples=2, steps=2, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.latents, b.latents)
     assert not torch.equal(a.latents[:, 0], a.latents[:, 1])
+
+
+def test_demo_and_forecast_refuse_an_action_conditioned_model(tmp_path, capsys):
+    world = ToyWorld(resolution=24)
+    write_frames(world.clip(seed=1, length=2).rgb, tmp_path / "frames")
+    assert main(["forecast", "--model", "toyworld-agent", "--input", str(tmp_path / "frames"),
+                 "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert main(["demo", "--model", "toyworld-agent", "--out", str(tmp_path / "demo"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("'toyworld-agent' is action-conditioned") == 2 and "actions=" in err

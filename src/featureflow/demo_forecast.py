@@ -97,6 +97,9 @@ def forecast_demo(out_dir: Path, *, model: str, seed: int, progress: bool, num_s
     from featureflow.world.evaluate import score_decoded, summarize_scores
 
     wm = WorldModel.from_pretrained(model)
+    if wm.action_dim is not None:
+        raise ValueError(f"{model!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
+                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
     data = wm.metadata.get("data", {})
     world = ToyWorld(resolution=int(data.get("resolution", 64)))
     stride = int(data.get("stride", 1))

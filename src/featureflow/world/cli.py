@@ -53,6 +53,9 @@ def forecast_files(
     from featureflow.world import WorldModel
 
     wm = WorldModel.from_pretrained(model)
+    if wm.action_dim is not None:
+        raise ValueError(f"{model!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
+                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
     frames = _load_input(Path(input_path))
     size = size or wm.metadata.get("data", {}).get("resolution")
     if size is not None and tuple(frames.shape[-2:]) != (size, size):
