@@ -68,3 +68,30 @@ def test_planning_over_the_learned_model_heads_for_the_goal(agent_model):
         cosines.append(float(a @ to_goal / (np.linalg.norm(a) * np.linalg.norm(to_goal) + 1e-9)))
     # the first planned action points towards the goal (cosine > 0.7, i.e. within 45°)
     assert sum(c > 0.7 for c in cosines) >= 4, cosines
+
+
+@pytest.mark.filterwarnings("ignore:.*environment not having a spec")
+def test_imagined_env_over_the_bundle_passes_the_env_checker(agent_model):
+    from gymnasium.utils.env_checker import check_env
+
+    from featureflow.rl import ImaginedEnv
+
+    world = AgentToyWorld(24)
+    locate = SegmentationGoalCost((0.0, 0.0), world.camera, source="rgb")
+
+    def initial(rng):
+        return world.clip(int(rng.integers(2_000_000, 3_000_000)), 2, frame_skip=3).rgb
+
+    def reward(latent, rgb, action):
+        xy, visible = locate.agent_position({"rgb": rgb})
+        return -float(xy.norm()) if bool(visible) else -3.0
+
+    env = ImaginedEnv(agent_model, initial, reward, observation="rgb", max_steps=3, steps=1, render_mode="rgb_array")
+    check_env(env, skip_render_check=False)
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (24, 24, 3) and obs.dtype == np.uint8
+    # imagined episodes are reproducible from the seed
+    a = np.array([1.0, 0.0], dtype=np.float32)
+    first = env.step(a)[0]
+    env.reset(seed=1)
+    assert np.array_equal(env.step(a)[0], first)
