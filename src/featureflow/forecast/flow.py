@@ -50,6 +50,14 @@ class FlowForecaster(ForecasterBase):
         0
         >>> fc.rollout(torch.randn(1, 2, 2, 2, 4), horizon=3, num_samples=2, steps=2).latents.shape
         torch.Size([1, 2, 3, 2, 2, 4])
+
+        Action-conditioned (a causal denoiser with ``cond_dim``; one action per step):
+
+        >>> act = FlowForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2, cond_dim=2), max_stride=1)
+        >>> act.loss(torch.randn(2, 3, 2, 2, 4), g, actions=torch.rand(2, 2, 2)).dim()
+        0
+        >>> act.rollout(torch.randn(1, 2, 2, 2, 4), 3, 2, steps=2, actions=torch.rand(1, 3, 2)).latents.shape
+        torch.Size([1, 2, 3, 2, 2, 4])
     """
 
     def __init__(
