@@ -32,10 +32,12 @@ from _common import (  # noqa: E402
 HORIZON = 3
 STEPS_REPORTED = {"short (t+1)": 0, "mid (t+3)": 2}
 NOT_RUN = {
-    "flow in PCA-16 latent": "a separate model: run benchmarks/pca16_model.py (its docstring has the three commands) "
-                             "and this script with --model on it; docs/benchmarks.md compares it with the VAE latent",
-    "flow on raw features": "needs a forecaster trained on uncompressed encoder features; none is bundled "
-                            "(and at D=feature_dim it costs several times the VAE-latent forecaster)",
+    "flow in PCA-16 latent": "a separate model (same encoder, data and forecaster, PCA-16 compressor): built by "
+                             "benchmarks/pca16_model.py (its docstring has the commands) and compared in "
+                             "\"Which latent space?\" below",
+    "flow on raw features": "a separate model (same encoder, data and forecaster, no compression): built by "
+                            "benchmarks/pca16_model.py with configs/toyworld_raw.json and compared in "
+                            "\"Which latent space?\" below",
 }
 
 
@@ -201,7 +203,7 @@ def markdown(res: dict[str, Any], img_prefix: str = "benchmarks/") -> str:
                     table.append([name + " best-of-K"] + [fmt(r.get(m + "@best")) for m in metrics])
             out += [md_table(headers, table), ""]
     out.append("Not run:\n")
-    out += [f"- *{k}*: {v}" for k, v in res["not_run"].items()]
+    out += [f"- *{k}*: {NOT_RUN.get(k, v)}" for k, v in res["not_run"].items()]
     gaps = res["claim"]["miou_gap_flow_minus_regression"]
     if gaps:
         rows = [[c, h, f"{g['mean_of_k']:+.2f} ± {g.get('mean_of_k_ci95', float('nan')):.2f}",

@@ -24,7 +24,7 @@ import calibration  # noqa: E402
 import distribution  # noqa: E402
 import quality  # noqa: E402
 import speed  # noqa: E402
-from _common import DOCS_OUT, REPO, base_parser  # noqa: E402
+from _common import DOCS_OUT, REPO, base_parser, fmt, md_table  # noqa: E402
 
 MODULES = {"quality": quality, "distribution": distribution, "calibration": calibration, "speed": speed}
 
@@ -125,7 +125,60 @@ def render(results: dict[str, Any], prefix: str, args: Any, total: float) -> str
     for key, title in SECTIONS:
         if key in results:
             lines += [f"## {title}", "", MODULES[key].markdown(results[key], prefix)]
+        if key == "quality" and key in results:
+            lines += latent_comparison(results[key], Path(args.out), prefix)
     return "\n".join(lines).rstrip() + "\n"
+
+
+#: Other-latent quality runs (``benchmarks/quality.py --model <combined model>``, JSON
+#: renamed to these files in ``--out``) and the label of their flow row.
+LATENT_RUNS = {"quality_pca16.json": "PCA-16", "quality_raw.json": "raw features (384 ch, Identity)"}
+LATENT_RUNS_HOW = {
+    "quality_pca16.json": "`configs/toyworld_pca16.json`: PCA-16 compressor",
+    "quality_raw.json": "`configs/toyworld_raw.json`: no compression (standardised Identity), the forecaster "
+                        "works on all 384 feature channels",
+}
+
+
+def latent_comparison(quality: dict[str, Any], out: Path, prefix: str) -> list[str]:
+    """The "which latent space?" section: the bundled flow (FeatureVAE latent) against the
+    same forecaster trained in other latent spaces, from the stored quality runs."""
+    others = {label: json.loads((out / name).read_text()) for name, label in LATENT_RUNS.items() if (out / name).is_file()}
+    if not others:
+        return []
+    flow_key = "flow (VAE latent)"
+    variants = {"FeatureVAE (16 ch)": quality, **others}
+    cols = [("miou", "mIoU % (mean of K)", 2), ("miou@best", "mIoU % best-of-K", 2), ("abs_rel", "depth AbsRel", 3),
+            ("normal_err", "normal err °", 2), ("psnr", "PSNR dB", 2)]
+    rows = []
+    for ckey, hs in quality["results"].items():
+        for hname in hs:
+            for label, res in variants.items():
+                r = res["results"].get(ckey, {}).get(hname, {}).get(flow_key)
+                if r is not None:
+                    rows.append([ckey, hname, label] + [fmt(r.get(m), d) for m, _, d in cols])
+    how = "; ".join(LATENT_RUNS_HOW[n] for n in LATENT_RUNS if (out / n).is_file())
+    files = ", ".join(f"`{prefix}{n}`" for n in LATENT_RUNS if (out / n).is_file())
+    lines = ["## Which latent space? FeatureVAE vs PCA-16 vs raw features", "",
+             "The same encoder, data and forecaster settings as the bundled model, trained in another latent "
+             f"space ({how}; `examples/train_toyworld_bundle.py --config ... --no-install`), combined with the "
+             "bundled encoder and probe heads (`benchmarks/pca16_model.py --pca-run RUN/model`) and evaluated by "
+             "`benchmarks/quality.py` on the same test clips and samples (raw JSON: " + files + "). "
+             "Flow rows only, mean ± 1.96·SE over clips:", "",
+             md_table(["context", "horizon", "latent", *[c[1] for c in cols]], rows), ""]
+    # where each variant stands at the mid horizon, |C| = 1: computed, not written by hand
+    c1 = next(iter(quality["results"]))
+    mid = list(quality["results"][c1])[-1]
+    summary = []
+    for (m, name, d), higher in zip((cols[0], cols[2], cols[3]), (True, False, False)):
+        vals = {label: res["results"][c1][mid][flow_key][m]["mean"] for label, res in variants.items()
+                if m in res["results"].get(c1, {}).get(mid, {}).get(flow_key, {})}
+        if vals:
+            best = (max if higher else min)(vals, key=vals.get)
+            summary.append(f"{name} " + ", ".join(f"{k} {v:.{d}f}" for k, v in vals.items()) + f" (best: {best})")
+    if summary:
+        lines += [f"At {c1}, {mid}: " + "; ".join(summary) + ".", ""]
+    return lines
 
 
 def _headline(results: dict[str, Any]) -> list[str]:

@@ -125,3 +125,27 @@ def test_planning_benchmark_counts_batched_passes(tmp_path, capsys):
     assert r["rows_per_pass"] == 16 * 2 and r["seconds_per_plan"] > 0
     assert (tmp_path / "out" / "planning.png").stat().st_size > 0
     assert "denoiser passes" in capsys.readouterr().out
+
+
+def test_latent_space_section_is_rendered_from_stored_runs(quick_run):
+    """`run_all` adds "Which latent space?" from quality_pca16.json / quality_raw.json in --out,
+    with one row per variant and a computed summary naming the best of each metric."""
+    import run_all
+
+    out, _ = quick_run
+    q = json.loads((out / "quality.json").read_text())
+    assert run_all.latent_comparison(q, out / "nothing-here", "benchmarks/") == []
+    other = json.loads(json.dumps(q))
+    for hs in other["results"].values():  # a variant that is worse on depth everywhere
+        for rows in hs.values():
+            rows["flow (VAE latent)"]["abs_rel"]["mean"] += 1.0
+    (out / "quality_raw.json").write_text(json.dumps(other))
+    try:
+        text = "\n".join(run_all.latent_comparison(q, out, "benchmarks/"))
+    finally:
+        (out / "quality_raw.json").unlink()
+    assert "## Which latent space?" in text and "`benchmarks/quality_raw.json`" in text
+    table = [line for line in text.splitlines() if line.startswith("| \\|C\\|=")]
+    assert len(table) == 2 * 2 * 2  # contexts × horizons × variants
+    assert sum("raw features" in line for line in table) == 4
+    assert "depth AbsRel FeatureVAE (16 ch)" in text and "(best: FeatureVAE (16 ch))" in text
