@@ -131,21 +131,22 @@ def render(results: dict[str, Any], prefix: str, args: Any, total: float) -> str
 
 
 #: Other-latent quality runs (``benchmarks/quality.py --model <combined model>``, JSON
-#: renamed to these files in ``--out``) and the label of their flow row.
-LATENT_RUNS = {"quality_pca16.json": "PCA-16", "quality_raw.json": "raw features (384 ch, Identity)"}
-LATENT_RUNS_HOW = {
-    "quality_pca16.json": "`configs/toyworld_pca16.json`: PCA-16 compressor",
-    "quality_raw.json": "`configs/toyworld_raw.json`: no compression (standardised Identity), the forecaster "
-                        "works on all 384 feature channels",
+#: renamed to these files in ``--out``): the label of their flow row and how they were made.
+LATENT_RUNS = {
+    "quality_pca16.json": ("PCA-16", "`configs/toyworld_pca16.json`: PCA-16 compressor"),
+    "quality_raw.json": ("raw features (384 ch, Identity)",
+                         "`configs/toyworld_raw.json`: no compression (standardised Identity), the forecaster "
+                         "works on all 384 feature channels"),
 }
 
 
 def latent_comparison(quality: dict[str, Any], out: Path, prefix: str) -> list[str]:
     """The "which latent space?" section: the bundled flow (FeatureVAE latent) against the
     same forecaster trained in other latent spaces, from the stored quality runs."""
-    others = {label: json.loads((out / name).read_text()) for name, label in LATENT_RUNS.items() if (out / name).is_file()}
-    if not others:
+    present = {name: spec for name, spec in LATENT_RUNS.items() if (out / name).is_file()}
+    if not present:
         return []
+    others = {label: json.loads((out / name).read_text()) for name, (label, _) in present.items()}
     flow_key = "flow (VAE latent)"
     variants = {"FeatureVAE (16 ch)": quality, **others}
     cols = [("miou", "mIoU % (mean of K)", 2), ("miou@best", "mIoU % best-of-K", 2), ("abs_rel", "depth AbsRel", 3),
@@ -157,8 +158,8 @@ def latent_comparison(quality: dict[str, Any], out: Path, prefix: str) -> list[s
                 r = res["results"].get(ckey, {}).get(hname, {}).get(flow_key)
                 if r is not None:
                     rows.append([ckey, hname, label] + [fmt(r.get(m), d) for m, _, d in cols])
-    how = "; ".join(LATENT_RUNS_HOW[n] for n in LATENT_RUNS if (out / n).is_file())
-    files = ", ".join(f"`{prefix}{n}`" for n in LATENT_RUNS if (out / n).is_file())
+    how = "; ".join(h for _, h in present.values())
+    files = ", ".join(f"`{prefix}{n}`" for n in present)
     lines = ["## Which latent space? FeatureVAE vs PCA-16 vs raw features", "",
              "The same encoder, data and forecaster settings as the bundled model, trained in another latent "
              f"space ({how}; `examples/train_toyworld_bundle.py --config ... --no-install`), combined with the "

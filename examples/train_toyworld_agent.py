@@ -24,14 +24,11 @@ import torch
 
 from _bundle import install_bundle
 
-from featureflow.rl import AgentToyWorld, action_response, train_action_world_model
+from featureflow.rl import UNIT_COMMANDS, AgentToyWorld, action_response, resting_start, train_action_world_model
 from featureflow.viz import make_grid, save_png
 from featureflow.world import WorldModel
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-COMMANDS = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
 
 
 def action_figure(wm: WorldModel, world: AgentToyWorld, seeds: list[int], frame_skip: int, path: Path) -> None:
@@ -40,15 +37,11 @@ def action_figure(wm: WorldModel, world: AgentToyWorld, seeds: list[int], frame_
     rows = []
     g = torch.Generator().manual_seed(0)
     for seed in seeds:
-        n = wm.max_context
-        clip = world.clip(seed, n, actions=torch.zeros(n - 1, 2), frame_skip=frame_skip)
-        state = world.reset(seed)
-        for _ in range(n - 1):
-            state = world.act(state, torch.zeros(2), frame_skip)
-        fc = wm.forecast(clip.rgb[None], 1, 8, steps=2, generator=g, actions=COMMANDS.repeat_interleave(2, 0).view(1, 8, 1, 2))
+        clip, state = resting_start(world, seed, wm.max_context, frame_skip)
+        fc = wm.forecast(clip.rgb[None], 1, 8, steps=2, generator=g, actions=UNIT_COMMANDS.repeat_interleave(2, 0).view(1, 8, 1, 2))
         pred = fc.decode("rgb")[0, :, 0]
         row = [clip.rgb[-1]]
-        for i, c in enumerate(COMMANDS):
+        for i, c in enumerate(UNIT_COMMANDS):
             row += [world.render(world.act(state, c, frame_skip)).rgb, pred[2 * i], pred[2 * i + 1]]
         rows.append(row)
     save_png(make_grid(rows, pad=2, scale=4), path)

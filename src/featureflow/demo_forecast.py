@@ -94,12 +94,11 @@ def forecast_demo(out_dir: Path, *, model: str, seed: int, progress: bool, num_s
     from featureflow.data import ToyWorld
     from featureflow.utils import progress_bar
     from featureflow.world import WorldModel
+    from featureflow.world.cli import refuse_action_model
     from featureflow.world.evaluate import score_decoded, summarize_scores
 
     wm = WorldModel.from_pretrained(model)
-    if wm.action_dim is not None:
-        raise ValueError(f"{model!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
-                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
+    refuse_action_model(wm, model)
     data = wm.metadata.get("data", {})
     world = ToyWorld(resolution=int(data.get("resolution", 64)))
     stride = int(data.get("stride", 1))

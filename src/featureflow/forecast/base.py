@@ -91,11 +91,7 @@ class ForecasterBase(nn.Module, Configurable):
         self, clip: Latents, generator: torch.Generator | None = None, actions: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """A random (context, target, action-or-None) training window; see :func:`draw_window`."""
-        if (actions is None) != (self.action_dim is None):
-            raise ValueError(
-                f"this forecaster is action-conditioned (action_dim={self.action_dim}): pass the clips' actions (b, T - 1, {self.action_dim})"
-                if actions is None else "this forecaster is not action-conditioned (its denoiser has no cond_dim); pass actions=None"
-            )
+        self._expect_actions(actions, f"the clips' actions (b, T - 1, {self.action_dim})")
         out = draw_window(
             clip, min_context=self.min_context, max_context=self.max_context, max_stride=self.max_stride,
             generator=generator, actions=actions,
@@ -106,15 +102,19 @@ class ForecasterBase(nn.Module, Configurable):
             raise ValueError(f"actions: expected {self.action_dim} values per step, got {out[2].shape[-1]}")
         return out[0], out[1], out[2].to(clip.dtype)
 
+    def _expect_actions(self, actions: Tensor | None, wanted: str) -> None:
+        """Actions must be given exactly when the forecaster is action-conditioned."""
+        if actions is None and self.action_dim is not None:
+            raise ValueError(f"this forecaster is action-conditioned: pass {wanted}")
+        if actions is not None and self.action_dim is None:
+            raise ValueError("this forecaster is not action-conditioned (its denoiser has no cond_dim); pass actions=None")
+
     def _check_actions(self, actions: Tensor | None, b: int, num_samples: int, horizon: int) -> Tensor | None:
         """Rollout actions as (b, s or 1, k, A), or None; errors name the expected shape."""
         a = self.action_dim
+        self._expect_actions(actions, f"actions of shape (b, {horizon}, {a}) or (b, s, {horizon}, {a})")
         if actions is None:
-            if a is not None:
-                raise ValueError(f"this forecaster is action-conditioned: pass actions of shape (b, {horizon}, {a}) or (b, s, {horizon}, {a})")
             return None
-        if a is None:
-            raise ValueError("this forecaster is not action-conditioned (its denoiser has no cond_dim); pass actions=None")
         if actions.dim() == 3:
             actions = actions.unsqueeze(1)
         if actions.dim() != 4 or actions.shape[0] != b or actions.shape[1] not in (1, num_samples) \

@@ -105,13 +105,13 @@ class FlowForecaster(ForecasterBase):
         keep_idx = (~drop).nonzero().squeeze(1).to(x_t.device)
         drop_idx = drop.nonzero().squeeze(1).to(x_t.device)
         v = x_t.new_zeros(x_t.shape)
-        def sub(c: Tensor | None, idx: Tensor) -> Tensor | None:
-            return None if c is None else c[idx]
-
+        extra = _cond(cond)  # the action (if any) stays with its row whether or not the history is dropped
         if keep_idx.numel():
-            v = v.index_put((keep_idx,), self.denoiser.velocity(context[keep_idx], x_t[keep_idx], t[keep_idx], *_cond(sub(cond, keep_idx))))
+            v = v.index_put((keep_idx,), self.denoiser.velocity(context[keep_idx], x_t[keep_idx], t[keep_idx],
+                                                                *(e[keep_idx] for e in extra)))
         if drop_idx.numel():
-            v = v.index_put((drop_idx,), self.denoiser.velocity(None, x_t[drop_idx], t[drop_idx], *_cond(sub(cond, drop_idx))))
+            v = v.index_put((drop_idx,), self.denoiser.velocity(None, x_t[drop_idx], t[drop_idx],
+                                                                *(e[drop_idx] for e in extra)))
         return v
 
     @typechecked

@@ -26,7 +26,7 @@ from featureflow.rl.costs import (
     mask_centroid,
     pixels_to_floor,
 )
-from featureflow.rl.diagnostics import ActionResponse, action_response
+from featureflow.rl.diagnostics import UNIT_COMMANDS, ActionResponse, action_response, resting_start
 from featureflow.rl.envs import ToyWorldEnv, rgb_to_uint8
 from featureflow.rl.imagined import ImaginedEnv
 from featureflow.rl.mpc import EpisodeResult, MPCController, evaluate_policy, random_policy, run_episode
@@ -56,6 +56,8 @@ __all__ = [
     "pixel_world_model",
     "ActionResponse",
     "action_response",
+    "resting_start",
+    "UNIT_COMMANDS",
     "agent_clip_dataset",
     "train_action_world_model",
     "AgentDistanceCost",

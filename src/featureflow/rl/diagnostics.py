@@ -8,13 +8,30 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from featureflow.rl.agent_world import AgentToyWorld
+from featureflow.data.dynamics import ToyState
+from featureflow.rl.agent_world import AgentClip, AgentToyWorld
 from featureflow.rl.costs import SegmentationGoalCost
 
-__all__ = ["ActionResponse", "action_response"]
+__all__ = ["ActionResponse", "UNIT_COMMANDS", "action_response", "resting_start"]
 
 #: The four unit commands +x, −x, +y, −y.
 UNIT_COMMANDS = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+
+
+def resting_start(world: AgentToyWorld, seed: int, num_frames: int, frame_skip: int = 1) -> tuple[AgentClip, ToyState]:
+    """Scene ``seed`` with the agent at rest for ``num_frames`` frames: the clip (the context
+    a model sees) and the simulator state at its last frame (to apply commands to).
+
+    Example:
+        >>> clip, state = resting_start(AgentToyWorld(16), 0, 2)
+        >>> tuple(clip.rgb.shape), bool((state.positions[0] == clip.positions[-1, 0]).all())
+        ((2, 3, 16, 16), True)
+    """
+    clip = world.clip(int(seed), num_frames, actions=torch.zeros(num_frames - 1, 2), frame_skip=frame_skip)
+    state = world.reset(int(seed))
+    for _ in range(num_frames - 1):
+        state = world.act(state, torch.zeros(2), frame_skip)
+    return clip, state
 
 
 @dataclass(frozen=True)
@@ -102,13 +119,10 @@ def action_response(
     locate = SegmentationGoalCost((0.0, 0.0), world.camera, source="rgb")
     m, s = cmds.shape[0], num_samples
     g = torch.Generator().manual_seed(seed)
+    n_ctx = int(model.max_context)  # type: ignore[attr-defined]
     pred, true, vis = [], [], []
     for sd in seeds:
-        n_ctx = int(model.max_context)  # type: ignore[attr-defined]
-        clip = world.clip(int(sd), n_ctx, actions=torch.zeros(n_ctx - 1, 2), frame_skip=frame_skip)
-        state = world.reset(int(sd))
-        for _ in range(n_ctx - 1):
-            state = world.act(state, torch.zeros(2), frame_skip)
+        clip, state = resting_start(world, sd, n_ctx, frame_skip)
         true.append(torch.stack([(world.act(state, c, frame_skip).positions[0] - state.positions[0]).float() for c in cmds]))
         acts = cmds.repeat_interleave(s, 0).view(1, m * s, 1, 2)
         fc = model.forecast(clip.rgb.unsqueeze(0), 1, m * s, steps=steps, generator=g, actions=acts)  # type: ignore[attr-defined]

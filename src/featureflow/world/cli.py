@@ -23,6 +23,14 @@ def _load_input(path: Path) -> torch.Tensor:
 
 
 @torch.no_grad()
+def refuse_action_model(wm: Any, name: str) -> None:
+    """The action-free commands (``forecast``, ``demo``) cannot drive an action-conditioned
+    model: say so up front, naming what to use instead."""
+    if wm.action_dim is not None:
+        raise ValueError(f"{name!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
+                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
+
+
 def forecast_files(
     model: str,
     input_path: str | Path,
@@ -53,9 +61,7 @@ def forecast_files(
     from featureflow.world import WorldModel
 
     wm = WorldModel.from_pretrained(model)
-    if wm.action_dim is not None:
-        raise ValueError(f"{model!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
-                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
+    refuse_action_model(wm, model)
     frames = _load_input(Path(input_path))
     size = size or wm.metadata.get("data", {}).get("resolution")
     if size is not None and tuple(frames.shape[-2:]) != (size, size):

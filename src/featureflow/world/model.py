@@ -187,8 +187,8 @@ class WorldModel(nn.Module):
             else contextlib.nullcontext()
         )
         kwargs: dict[str, Any] = dict(num_samples=num_samples, generator=generator, progress=progress)
-        if actions is not None or getattr(forecaster, "action_dim", None) is not None:
-            kwargs["actions"] = None if actions is None else torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
+        if actions is not None:  # an action-conditioned forecaster refuses a missing one itself
+            kwargs["actions"] = torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
         if baseline is None:
             kwargs.update(solver=solver, steps=steps, guidance=guidance)
         with ctx:
