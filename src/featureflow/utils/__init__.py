@@ -1,10 +1,11 @@
-"""Small shared utilities: atomic I/O, component configs, progress bars, JSONL logs."""
+"""Small shared utilities: atomic I/O, component configs, progress bars, JSONL logs, threads."""
 
 from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.config import COMPONENTS, Configurable, build_component, register_component
 from featureflow.utils.io import atomic_write, load_safetensors, save_json, save_safetensors
 from featureflow.utils.logging import JSONLLogger
 from featureflow.utils.progress import progress_bar
+from featureflow.utils.threads import default_threads, set_threads
 
 __all__ = [
     "COMPONENTS",
@@ -19,4 +20,6 @@ __all__ = [
     "save_json",
     "JSONLLogger",
     "progress_bar",
+    "default_threads",
+    "set_threads",
 ]
