@@ -232,17 +232,20 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ I/O
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_encoder: bool | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` to ``save_directory`` (atomically).
+                        dtype: torch.dtype | None = None, checksum: bool = True) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``save_directory`` (atomically:
+        the directory holds the old model or the new one, never a mix).
 
         Args:
             include_encoder: store the encoder's weights (self-contained). Default: True
                 unless the encoder can be re-fetched by reference (e.g. a DINOv2 hub id).
             dtype: store floating tensors in this dtype (e.g. torch.bfloat16 to halve size).
+            checksum: record the SHA-256 of the weights in ``config.json`` (verified on load).
         """
         from featureflow.world.serialization import save_world_model
 
-        return save_world_model(self, save_directory, include_encoder=include_encoder, dtype=dtype)
+        return save_world_model(self, save_directory, include_encoder=include_encoder, dtype=dtype,
+                                checksum=checksum)
 
     @classmethod
     def from_pretrained(
@@ -252,12 +255,17 @@ class WorldModel(nn.Module):
         revision: str | None = None,
         local_files_only: bool = False,
         map_location: str | torch.device = "cpu",
+        verify: bool = True,
     ) -> "WorldModel":
-        """Load a bundled model by name (e.g. "toyworld"), a local directory, or a Hub repo id."""
+        """Load a bundled model by name (e.g. "toyworld"), a local directory, or a Hub repo id.
+
+        ``verify`` checks the weights against the SHA-256 recorded in ``config.json``.
+        """
         from featureflow.world.serialization import load_world_model
 
         return load_world_model(
-            name_or_path, revision=revision, local_files_only=local_files_only, map_location=map_location
+            name_or_path, revision=revision, local_files_only=local_files_only, map_location=map_location,
+            verify=verify,
         )
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,

@@ -6,13 +6,26 @@ Layout of ``config.json``::
      "components": {"encoder": {"type": ..., "config": {...}, "weights": "included"|"reference"},
                     "compressor": {...}, "forecaster": {...}},
      "probes": {"depth": {...}, ...}, "baselines": {"regression": {...}},
-     "tensors": {"compressor.feature_mean": [3072], ...}}
+     "tensors": {"compressor.feature_mean": [3072], ...},
+     "weights_sha256": "<sha256 of model.safetensors>"}
 
 Nothing is ever unpickled: weights are safetensors, the rest is JSON.
+
+Crash safety: `save_world_model` writes the whole model into a temporary directory
+beside the target and swaps it in with renames (`featureflow.utils.atomic_dir`), so a
+model directory always holds either the old model or the new one, never a mix, and no
+temporary file survives an exception. A save killed between the two renames leaves the
+old model as ``.<name>.backup``; the next load (or save) renames it back.
+
+Integrity: ``weights_sha256`` (written unless ``checksum=False``) is verified on load,
+so a changed or corrupted ``model.safetensors`` is an error naming the file instead of
+a silently different model. Loading also refuses an unknown ``format_version`` and
+weights whose dtype kind (floating point or not) differs from the model's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from featureflow.utils.atomic_dir import atomic_directory, recover_directory
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
 from featureflow.version import FORMAT_VERSION, __version__
@@ -56,11 +70,28 @@ def _describe(module: Any) -> dict[str, Any]:
     return module.describe()
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_complete(directory: Path) -> bool:
+    return (directory / CONFIG_NAME).is_file() and (directory / WEIGHTS_NAME).is_file()
+
+
 def save_world_model(model: "WorldModel", save_directory: str | os.PathLike, *,
-                     include_encoder: bool | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write ``model`` to ``save_directory`` (see module docstring); returns the directory."""
+                     include_encoder: bool | None = None, dtype: torch.dtype | None = None,
+                     checksum: bool = True) -> Path:
+    """Write ``model`` to ``save_directory`` (see module docstring); returns the directory.
+
+    The directory is replaced as a whole (other files in it are kept): it holds the old
+    model or the new one at every moment, never a mix. ``checksum`` records the SHA-256
+    of ``model.safetensors`` in ``config.json``, verified on load.
+    """
     out = Path(save_directory)
-    out.mkdir(parents=True, exist_ok=True)
     if include_encoder is None:
         include_encoder = not bool(getattr(model.encoder, "is_reference", False))
     components = {name: _describe(getattr(model, name)) for name in ("encoder", "compressor", "forecaster")}
@@ -83,9 +114,11 @@ def save_world_model(model: "WorldModel", save_directory: str | os.PathLike, *,
     recipe = getattr(model, "vfmf_recipe", None)
     if recipe is not None:
         config["vfmf_recipe"] = recipe.to_dict()
-    # weights first, config last: a directory with a config always has its weights.
-    save_safetensors(state, out / WEIGHTS_NAME, metadata={"format": "pt", "featureflow_version": __version__})
-    save_json(config, out / CONFIG_NAME)
+    with atomic_directory(out) as tmp:  # the whole model, then one swap of directories
+        save_safetensors(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", "featureflow_version": __version__})
+        if checksum:
+            config["weights_sha256"] = _sha256(tmp / WEIGHTS_NAME)
+        save_json(config, tmp / CONFIG_NAME)
     return out
 
 
@@ -94,6 +127,7 @@ def _resolve(name_or_path: str | os.PathLike, revision: str | None, local_files_
     if isinstance(name_or_path, str) and name_or_path in bundled:
         return bundled[name_or_path]
     path = Path(name_or_path)
+    recover_directory(path, _is_complete)  # a save killed mid-swap left the old model as a backup
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} is a directory but has no {CONFIG_NAME}; is it a featureflow model?")
@@ -121,32 +155,70 @@ def _resolve(name_or_path: str | os.PathLike, revision: str | None, local_files_
     return Path(local)
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` as a dict, checked for what loading needs; errors name the file."""
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON (truncated?): {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object with 'format_version' and 'components', "
+                         f"got a JSON {type(config).__name__}; not a featureflow model config?")
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path} has no integer 'format_version'; not a featureflow model?")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path.parent} was written with format version {version} by featureflow "
+            f"{config.get('featureflow_version', '?')}; this featureflow ({__version__}) reads format "
+            f"<= {FORMAT_VERSION}. Upgrade featureflow to load it."
+        )
+    if version < 1:
+        raise ValueError(f"{path}: format_version {version} is not a known format version "
+                         f"(expected an integer in 1..{FORMAT_VERSION})")
+    comps = config.get("components")
+    needed = ("encoder", "compressor", "forecaster")
+    if not isinstance(comps, dict) or any(not isinstance(comps.get(n), dict) for n in needed):
+        got = sorted(comps) if isinstance(comps, dict) else type(comps).__name__ if comps is not None else "nothing"
+        raise ValueError(f"{path}: expected 'components' to be an object with {', '.join(needed)} component specs "
+                         f"(each {{'type': ..., 'config': ...}}), got {got}")
+    for key in ("probes", "baselines"):
+        if not isinstance(config.get(key, {}), dict):
+            raise ValueError(f"{path}: expected {key!r} to be an object mapping names to component specs, "
+                             f"got a JSON {type(config[key]).__name__}")
+    digest = config.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
+        raise ValueError(f"{path}: 'weights_sha256' must be a 64-character hex string, got {digest!r}")
+    return config
+
+
 def load_world_model(name_or_path: str | os.PathLike, *, revision: str | None = None,
-                     local_files_only: bool = False, map_location: str | torch.device = "cpu") -> "WorldModel":
-    """Load a `WorldModel` saved by `save_world_model` (bundled name, directory or Hub id)."""
+                     local_files_only: bool = False, map_location: str | torch.device = "cpu",
+                     verify: bool = True) -> "WorldModel":
+    """Load a `WorldModel` saved by `save_world_model` (bundled name, directory or Hub id).
+
+    ``verify`` checks ``model.safetensors`` against the SHA-256 in ``config.json`` (when
+    the model was saved with one).
+    """
     import featureflow  # noqa: F401  (registers every component class)
     from featureflow.world.model import WorldModel
 
     directory = _resolve(name_or_path, revision, local_files_only)
-    try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON (truncated?): {err}") from None
-    version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ValueError(f"{directory / CONFIG_NAME} has no integer 'format_version'; not a featureflow model?")
-    if version > FORMAT_VERSION:
-        raise ValueError(
-            f"{directory} was written with format version {version} by featureflow "
-            f"{config.get('featureflow_version', '?')}; this featureflow ({__version__}) reads format "
-            f"<= {FORMAT_VERSION}. Upgrade featureflow to load it."
-        )
+    config = _read_config(directory / CONFIG_NAME)
     comps = config["components"]
     parts = {name: build_component(spec) for name, spec in comps.items()}
     probes = {k: build_component(v) for k, v in config.get("probes", {}).items()}
     baselines = {k: build_component(v) for k, v in config.get("baselines", {}).items()}
     model = WorldModel(parts["encoder"], parts["compressor"], parts["forecaster"], probes, baselines)
-    state = load_safetensors(directory / WEIGHTS_NAME)
+    weights = directory / WEIGHTS_NAME
+    if verify and "weights_sha256" in config and weights.is_file():
+        if _sha256(weights) != config["weights_sha256"]:
+            raise ValueError(
+                f"{weights} does not match the SHA-256 recorded in {directory / CONFIG_NAME} "
+                "(the weights file is corrupted or was changed after saving); re-download or re-save the model, "
+                "or pass verify=False to load it anyway"
+            )
+    state = load_safetensors(weights)
     expected = model.state_dict()
     skip_encoder = comps["encoder"].get("weights") == "reference"
     if skip_encoder:
@@ -154,7 +226,9 @@ def load_world_model(name_or_path: str | os.PathLike, *, revision: str | None = 
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
+    kind = sorted(k for k in set(expected) & set(state)
+                  if expected[k].is_floating_point() != state[k].is_floating_point())
+    if missing or unexpected or wrong or kind:
         def _few(keys: list[str]) -> str:
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
         problems = []
@@ -165,6 +239,10 @@ def load_world_model(name_or_path: str | os.PathLike, *, revision: str | None = 
         if wrong:
             problems.append("shape mismatch: " + _few(
                 [f"{k} config {tuple(expected[k].shape)} vs weights {tuple(state[k].shape)}" for k in wrong]))
+        if kind:
+            problems.append("dtype mismatch: " + _few(
+                [f"{k} expected {'floating-point' if expected[k].is_floating_point() else str(expected[k].dtype)} "
+                 f"vs weights {state[k].dtype}" for k in kind]))
         raise ValueError(f"{directory}: config.json does not match model.safetensors; " + "; ".join(problems))
     model.load_state_dict(state, strict=not skip_encoder)
     model.source = str(name_or_path)
