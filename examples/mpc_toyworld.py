@@ -17,20 +17,23 @@ Policies, each run on the same fixed set of episodes (seeds 0..N-1):
 
 Usage::
 
-    python examples/mpc_toyworld.py                          # random vs learned MPC (~2-4 min)
+    python examples/mpc_toyworld.py                          # random vs learned MPC (about 5 min, 1 thread)
     python examples/mpc_toyworld.py --oracle                 # + the simulator-as-model upper bound
     python examples/mpc_toyworld.py --model-dir runs/toyworld-agent/model   # a model you trained
 
-Success rates are printed as ``successes/episodes``.
+One line is printed per episode as it ends; success rates are printed as
+``successes/episodes``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from featureflow.rl import (
     AgentDistanceCost,
@@ -41,10 +44,11 @@ from featureflow.rl import (
     SegmentationGoalCost,
     SimulatorModel,
     ToyWorldEnv,
-    evaluate_policy,
     pixels_to_floor,
     random_policy,
+    run_episode,
 )
+from featureflow.utils import progress_bar
 from featureflow.viz import save_gif
 from featureflow.world import WorldModel
 
@@ -92,6 +96,21 @@ def goal_pixel(env: ToyWorldEnv, goal) -> tuple[int, int]:
     return i % n, i // n
 
 
+def run_episodes(name: str, env: ToyWorldEnv, make_policy, seeds: list[int], progress: bool):
+    """One episode per seed, each with a fresh policy; prints one line per episode as it ends."""
+    results = []
+    for i, seed in enumerate(progress_bar(seeds, progress=progress, desc=name)):
+        t = time.time()
+        r = run_episode(env, make_policy(), seed=seed)
+        results.append(r)
+        dist = "" if r.final_distance is None else f", final distance {r.final_distance:.2f} m"
+        tqdm.write(f"  {name} episode {i + 1}/{len(seeds)} (seed {seed}): "
+                   f"{'reached the goal' if r.success else 'missed the goal'} in {r.steps} steps{dist} "
+                   f"({time.time() - t:.1f}s)")
+        sys.stdout.flush()
+    return results
+
+
 def report(name: str, results, seconds: float) -> float:
     wins = sum(r.success for r in results)
     steps = np.mean([r.steps for r in results])
@@ -102,22 +121,24 @@ def report(name: str, results, seconds: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--episodes", type=int, default=20, help="episodes per policy, seeds 0..N-1")
     p.add_argument("--model", default="toyworld-agent", help="bundled model name or directory")
     p.add_argument("--model-dir", default=None, help="alias of --model for a directory")
-    p.add_argument("--max-steps", type=int, default=15)
-    p.add_argument("--goal-radius", type=float, default=0.25)
-    p.add_argument("--horizon", type=int, default=3)
-    p.add_argument("--candidates", type=int, default=64)
-    p.add_argument("--elites", type=int, default=8)
-    p.add_argument("--iterations", type=int, default=2)
-    p.add_argument("--samples", type=int, default=2, help="stochastic futures K per candidate")
+    p.add_argument("--max-steps", type=int, default=15, help="env steps before an episode is truncated")
+    p.add_argument("--goal-radius", type=float, default=0.25, help="success distance to the goal, metres")
+    p.add_argument("--horizon", type=int, default=3, help="planning horizon, env steps")
+    p.add_argument("--candidates", type=int, default=64, help="CEM candidate action sequences N")
+    p.add_argument("--elites", type=int, default=8, help="CEM elites kept per iteration")
+    p.add_argument("--iterations", type=int, default=2, help="CEM iterations per plan")
+    p.add_argument("--num-samples", "--samples", dest="num_samples", type=int, default=2, metavar="K",
+                   help="stochastic futures K per candidate (--samples is an alias)")
     p.add_argument("--nfe", type=int, default=1, help="network evaluations per predicted frame")
-    p.add_argument("--risk", default="mean", choices=["mean", "cvar", "worst"])
+    p.add_argument("--risk", default="mean", choices=["mean", "cvar", "worst"],
+                   help="how the K futures' costs are combined")
     p.add_argument("--oracle", action="store_true", help="also plan with the simulator as the model (upper bound)")
     p.add_argument("--gif", default=None, help="write the first learned-MPC episode as a GIF here")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--progress", action="store_true", help="also show a progress bar over the episodes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     seeds = list(range(args.episodes))
@@ -131,18 +152,18 @@ def main() -> None:
           f"max {args.max_steps} steps, {args.episodes} episodes (seeds 0..{args.episodes - 1}); model {args.model_dir or args.model}")
 
     t = time.time()
-    rnd = evaluate_policy(env, lambda: random_policy(env.action_space, seed=0), seeds, progress=args.progress)
+    rnd = run_episodes("random", env, lambda: random_policy(env.action_space, seed=0), seeds, args.progress)
     r_rate = report("random", rnd, time.time() - t)
 
-    planner = CEMPlanner(args.horizon, args.candidates, args.elites, args.iterations, args.samples, args.risk)
+    planner = CEMPlanner(args.horizon, args.candidates, args.elites, args.iterations, args.num_samples, args.risk)
     t = time.time()
-    lrn = evaluate_policy(env, learned_mpc(env, planner, wm, 0, args.nfe), seeds, progress=args.progress)
+    lrn = run_episodes("mpc-learned", env, learned_mpc(env, planner, wm, 0, args.nfe), seeds, args.progress)
     l_rate = report("mpc-learned", lrn, time.time() - t)
     print(f"  ({planner}; model = learned action-conditioned flow world model, {args.nfe} NFE/frame, pixels only)")
 
     if args.oracle:
         t = time.time()
-        sim = evaluate_policy(env, simulator_mpc(env, planner, 0), seeds, progress=args.progress)
+        sim = run_episodes("mpc-simulator", env, simulator_mpc(env, planner, 0), seeds, args.progress)
         report("mpc-simulator", sim, time.time() - t)
         print("  (model = the simulator itself with the true agent position: an oracle, not a learned world model)")
 

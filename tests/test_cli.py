@@ -1,6 +1,8 @@
-"""The command line: --threads on every sub-command."""
+"""The command line: --threads on every sub-command, help text on every option, --num-samples."""
 
 from __future__ import annotations
+
+import argparse
 
 import pytest
 import torch
@@ -61,3 +63,28 @@ def test_bad_thread_counts_are_refused(capsys):
     assert "expected a positive integer, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         set_threads(0)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_of_every_subcommand_has_help():
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in _subparsers(build_parser()).items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert not missing, f"options without help text: {missing}"
+
+
+@pytest.mark.parametrize("command", [["demo"], ["forecast", "--input", "x"]])
+def test_num_samples_is_the_main_spelling_and_samples_an_alias(command, capsys):
+    parser = build_parser()
+    assert parser.parse_args([*command, "--num-samples", "3"]).num_samples == 3
+    assert parser.parse_args([*command, "--samples", "5"]).num_samples == 5
+    with pytest.raises(SystemExit):
+        parser.parse_args([command[0], "--help"])
+    assert "--num-samples K, --samples K" in capsys.readouterr().out

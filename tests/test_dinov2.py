@@ -181,3 +181,12 @@ def test_bfloat16_compute_returns_float32(plain_dir):
     out = enc(x)
     assert out.dtype == torch.float32 and enc.config["dtype"] == "bfloat16"
     torch.testing.assert_close(out, ref(x), atol=0.15, rtol=0.05)
+
+
+def test_loading_prints_no_weights_bar_unless_asked(plain_dir, capsys):
+    capsys.readouterr()
+    DINOv2Encoder(str(plain_dir), blocks=(0,))
+    assert "Loading weights" not in capsys.readouterr().err
+    assert getattr(transformers.utils.logging, "_tqdm_hook", None) is None  # the hook is restored
+    DINOv2Encoder(str(plain_dir), blocks=(0,), progress=True)
+    assert "Loading weights" in capsys.readouterr().err

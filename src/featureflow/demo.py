@@ -97,12 +97,17 @@ def _render_clip(out_dir: Path, *, seed: int, progress: bool) -> Path:
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    p = sub.add_parser("demo", help="run the main demo (writes ./featureflow-demo/)")
-    p.add_argument("--out", default="featureflow-demo", help="output directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="toyworld", help="bundled model name or model directory")
-    p.add_argument("--samples", type=int, default=6, help="sampled futures per context")
-    p.add_argument("--horizon", type=int, default=4, help="forecast frames")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("demo", help="run the main demo (writes ./featureflow-demo/)",
+                       description="Forecast a held-out ToyWorld clip with the bundled model from 1 and from 4 "
+                                   "context frames; write labelled pictures, GIFs and a metrics table.")
+    p.add_argument("--out", default="featureflow-demo", help="output directory (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="which ToyWorld test clip to forecast, and the sampling seed (default: %(default)s)")
+    p.add_argument("--model", default="toyworld", help="bundled model name or model directory (default: %(default)s)")
+    p.add_argument("--num-samples", "--samples", dest="num_samples", type=int, default=6, metavar="K",
+                   help="sampled futures per context, as WorldModel.forecast(num_samples=); "
+                        "--samples is an alias (default: %(default)s)")
+    p.add_argument("--horizon", type=int, default=4, help="forecast frames (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=lambda a: run_demo(a.out, seed=a.seed, progress=not a.no_progress, model=a.model,
-                                           num_samples=a.samples, horizon=a.horizon) and 0)
+                                           num_samples=a.num_samples, horizon=a.horizon) and 0)

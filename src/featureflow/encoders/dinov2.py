@@ -9,9 +9,10 @@ output of block ``i``, so block ``i`` is ``layernorm(hidden_states[i + 1])``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -66,8 +67,47 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
     return name
 
 
-def _load_pretrained(model: str, revision: str | None, local_files_only: bool | None, dtype: torch.dtype) -> nn.Module:
+@contextlib.contextmanager
+def _weights_bar(tf: Any, progress: bool) -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar (printed on every load) unless ``progress``.
+
+    Only transformers' own bars are switched off (through its tqdm hook); download bars
+    of huggingface_hub stay. Older transformers without the hook: all its bars, restored after.
+    """
+    logging = tf.utils.logging
+    if progress:
+        yield
+    elif hasattr(logging, "set_tqdm_hook"):
+        previous = getattr(logging, "_tqdm_hook", None)
+
+        def hidden(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            kwargs = {**kwargs, "disable": True}
+            return previous(factory, args, kwargs) if previous is not None else factory(*args, **kwargs)
+
+        logging.set_tqdm_hook(hidden)
+        try:
+            yield
+        finally:
+            logging.set_tqdm_hook(previous)
+    else:  # pragma: no cover - transformers < 5
+        enabled = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if enabled:
+                logging.enable_progress_bar()
+
+
+def _load_pretrained(model: str, revision: str | None, local_files_only: bool | None, dtype: torch.dtype,
+                     progress: bool = False) -> nn.Module:
     tf = _transformers()
+    with _weights_bar(tf, progress):
+        return _from_pretrained(tf, model, revision, local_files_only, dtype)
+
+
+def _from_pretrained(tf: Any, model: str, revision: str | None, local_files_only: bool | None,
+                     dtype: torch.dtype) -> nn.Module:
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -129,6 +169,8 @@ class DINOv2Encoder(nn.Module, Configurable):
         blocks: 0-based block indices (negatives count from the end), in output order.
         local_files_only: never download (``None``: follow ``HF_HUB_OFFLINE`` /
             ``TRANSFORMERS_OFFLINE``). A runtime option, not saved in ``config``.
+        progress: show transformers' "Loading weights" bar (off by default; download
+            bars are not affected). A runtime option, not saved in ``config``.
         resize: sizing policy for frames that are not a multiple of the patch
             (``"resize"``: nearest multiple, bilinear + antialias; ``"crop"``;
             ``"error"``).
@@ -163,6 +205,7 @@ class DINOv2Encoder(nn.Module, Configurable):
         revision: str | None = None,
         reference: bool = True,
         hf_config: dict[str, Any] | None = None,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         grid_size(1, 1, 1, resize)  # validates the policy
@@ -176,7 +219,7 @@ class DINOv2Encoder(nn.Module, Configurable):
                 raise ValueError(f"hf_config must describe a DINOv2 model (model_type in {_MODEL_TYPES}); got {model_type!r}")
             net = tf.AutoModel.from_config(tf.AutoConfig.for_model(model_type, **cfg), dtype=_DTYPES[dtype_name])
         else:
-            net = _load_pretrained(model, revision, local_files_only, _DTYPES[dtype_name])
+            net = _load_pretrained(model, revision, local_files_only, _DTYPES[dtype_name], progress=progress)
         model_type = getattr(net.config, "model_type", None)
         if model_type not in _MODEL_TYPES:
             raise ValueError(f"{model!r} is a {model_type!r} model; DINOv2Encoder expects one of {_MODEL_TYPES}")

@@ -329,5 +329,5 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--config", required=True, help="pipeline config (JSON)")
     p.add_argument("--workdir", default=None, help="override the config's workdir")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run)

@@ -37,7 +37,7 @@ def forecast_files(
     out: str | Path,
     *,
     horizon: int = 4,
-    samples: int = 8,
+    num_samples: int = 8,
     solver: str | None = None,
     steps: int | None = None,
     seed: int = 0,
@@ -69,7 +69,7 @@ def forecast_files(
                                                  antialias=True, align_corners=False).clamp(0, 1)
     ctx = frames[-wm.max_context :][None]
     g = torch.Generator().manual_seed(seed)
-    fc = wm.forecast(ctx, horizon, samples, solver=solver, steps=steps, generator=g, progress=progress)
+    fc = wm.forecast(ctx, horizon, num_samples, solver=solver, steps=steps, generator=g, progress=progress)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -89,27 +89,34 @@ def forecast_files(
         written += [f"{m}_samples.png", f"{m}_mean.gif", f"{m}_uncertainty.png"]
     save_safetensors({"latents": fc.latents}, out_dir / "latents.safetensors")
     info: dict[str, Any] = {"model": model, "input": str(input_path), "context_frames": int(ctx.shape[1]),
-                            "horizon": horizon, "samples": samples, "nfe_per_frame": fc.nfe,
+                            "horizon": horizon, "num_samples": num_samples, "nfe_per_frame": fc.nfe,
                             "latents_shape": list(fc.latents.shape)}
     save_json(info, out_dir / "forecast.json")
-    print(f"forecast {samples} samples x {horizon} frames from {ctx.shape[1]} context frames "
+    print(f"forecast {num_samples} samples x {horizon} frames from {ctx.shape[1]} context frames "
           f"({fc.nfe} network evaluations per frame); wrote {len(written) + 2} files to {out_dir}/")
     return out_dir
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``featureflow forecast``."""
-    p = sub.add_parser("forecast", help="forecast your own frames (a folder of images or a video)")
-    p.add_argument("--model", default="toyworld", help="bundled name, model directory or Hub repo id")
+    p = sub.add_parser("forecast", help="forecast your own frames (a folder of images or a video)",
+                       description="Forecast the future of your own frames and write labelled pictures of the "
+                                   "sampled futures, their mean and their uncertainty.")
+    p.add_argument("--model", default="toyworld",
+                   help="bundled name, model directory or Hub repo id (default: %(default)s)")
     p.add_argument("--input", required=True, help="folder of frames or a video/animated image")
-    p.add_argument("--horizon", type=int, default=4)
-    p.add_argument("--samples", type=int, default=8)
+    p.add_argument("--horizon", type=int, default=4, help="forecast frames (default: %(default)s)")
+    p.add_argument("--num-samples", "--samples", dest="num_samples", type=int, default=8, metavar="K",
+                   help="sampled futures, as WorldModel.forecast(num_samples=); --samples is an alias "
+                        "(default: %(default)s)")
     p.add_argument("--solver", default=None, help="euler | heun | midpoint | rk4 | dopri5 (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="network evaluations per frame")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None, help="resize frames to SIZExSIZE first")
-    p.add_argument("--out", default="featureflow-forecast")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--steps", type=int, default=None,
+                   help="network evaluations per forecast frame (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize frames to SIZExSIZE first (default: the model's training resolution)")
+    p.add_argument("--out", default="featureflow-forecast", help="output directory (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=lambda a: forecast_files(
-        a.model, a.input, a.out, horizon=a.horizon, samples=a.samples, solver=a.solver, steps=a.steps,
+        a.model, a.input, a.out, horizon=a.horizon, num_samples=a.num_samples, solver=a.solver, steps=a.steps,
         seed=a.seed, size=a.size, progress=not a.no_progress) and 0)
