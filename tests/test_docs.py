@@ -45,6 +45,17 @@ def test_rl_page_code_runs_and_its_learned_policy_acts():
     obs, info = env.reset(seed=0)
     action = policy(obs, info)
     assert env.action_space.contains(np.asarray(action, dtype=np.float32))
+    # each episode's policy starts with an empty frame history (its context is its own frames)
+    make_policy, model = scope["make_policy"], scope["model"]
+    first = make_policy()
+    obs, info = env.reset(seed=1)
+    first(obs, info)
+    obs, *_, info = env.step(np.zeros(2, dtype=np.float32))
+    first(obs, info)
+    assert model.context.shape[1] == 2
+    obs, info = env.reset(seed=2)
+    make_policy()(obs, info)
+    assert model.context.shape[1] == 1
     imagined = scope["imagined"]
     obs, _ = imagined.reset(seed=0)
     obs, reward, *_ = imagined.step(np.zeros(2, dtype=np.float32))

@@ -147,6 +147,11 @@ def test_explicit_grid_and_shift():
 def test_bad_budgets():
     with pytest.raises(ValueError, match="multiple of 4; got 6 \\(try 4 or 8\\)"):
         RK4(steps=6)
+    for steps in (1, 3):
+        with pytest.raises(ValueError, match=f"got {steps} \\(try 4\\)$"):
+            RK4(steps=steps)
+    with pytest.raises(ValueError, match="got 9 \\(try 8 or 12\\)$"):
+        RK4(steps=9)
     with pytest.raises(ValueError, match="positive int"):
         Euler(steps=0)
 

@@ -215,10 +215,11 @@ class RK4(FixedStepSolver):
 
     def _check_budget(self, steps: int) -> None:
         if steps % 4:
-            lo, hi = max(4, steps - steps % 4), steps - steps % 4 + 4
+            below = steps - steps % 4  # the nearest valid budgets: the multiples of 4 around steps
+            nearest = f"{below} or {below + 4}" if below else "4"
             raise ValueError(
                 f"RK4 spends 4 network evaluations per interval, so steps must be a multiple of 4; "
-                f"got {steps} (try {lo} or {hi})"
+                f"got {steps} (try {nearest})"
             )
 
     def _step(self, fn: VelocityFn, t: Tensor, dt: Tensor, x: Tensor) -> Tensor:
