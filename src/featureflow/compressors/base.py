@@ -121,8 +121,12 @@ class StandardizedCompressor(nn.Module, Configurable):
         return x.reshape(-1, *x.shape[-3:]), lead
 
     # ----------------------------------------------------------------- public maps
+    def check_ready(self) -> None:
+        """Raise a clear error if the compressor cannot map yet (e.g. an unfitted PCA)."""
+
     def unstandardized_latents(self, features: Tensor) -> Tensor:
         """The latents before latent standardisation (what the latent statistics describe)."""
+        self.check_ready()
         x, lead = self._flat(self.check_features(features))
         z = self._core_encode(self.feature_norm.normalize(x))
         return z.reshape(*lead, *z.shape[1:])
@@ -137,6 +141,7 @@ class StandardizedCompressor(nn.Module, Configurable):
         Returns:
             ``(*batch, h, w, C)`` standardised latents.
         """
+        self.check_ready()
         x, lead = self._flat(self.check_features(features))
         z = self.latent_norm.normalize(self._core_encode(self.feature_norm.normalize(x)))
         return z.reshape(*lead, *z.shape[1:])
@@ -151,6 +156,7 @@ class StandardizedCompressor(nn.Module, Configurable):
         Returns:
             ``(*batch, h, w, D)`` features.
         """
+        self.check_ready()
         z, lead = self._flat(self.check_latents(latents))
         x = self.feature_norm.denormalize(self._core_decode(self.latent_norm.denormalize(z)))
         return x.reshape(*lead, *x.shape[1:])

@@ -67,6 +67,7 @@ class PCA(StandardizedCompressor):
         self.config: dict[str, Any] = {"n_components": n_components, "whiten": self.whiten, "feature_dim": feature_dim}
         self._allocate(self.feature_dim)
         self._reset_accumulators()
+        self._fitted = False
 
     def _allocate(self, d: int) -> None:
         c = self.n_components
@@ -96,7 +97,23 @@ class PCA(StandardizedCompressor):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         if not self._materialized and prefix + "mean" in state_dict:
             self._materialize(int(state_dict[prefix + "mean"].shape[0]))
+        if prefix + "components" in state_dict:
+            self._fitted = True  # fitted weights are loaded
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def check_ready(self) -> None:
+        """Raise ``RuntimeError`` unless the PCA was fitted (or fitted weights were loaded).
+
+        Example:
+            >>> import torch
+            >>> PCA(2).encode(torch.randn(1, 2, 2, 4))
+            Traceback (most recent call last):
+            ...
+            RuntimeError: PCA is not fitted; call fit(features) (or partial_fit(...) then finalize()) first, or load fitted weights
+        """
+        if not self._fitted:
+            raise RuntimeError("PCA is not fitted; call fit(features) (or partial_fit(...) then finalize()) first, "
+                               "or load fitted weights")
 
     def feature_stats_locked(self) -> bool:
         return bool(self.explained_variance_ratio.sum() > 0)
@@ -161,6 +178,7 @@ class PCA(StandardizedCompressor):
             scale = torch.ones_like(self.explained_variance) if self.whiten else self._scale()
             self.latent_norm.set_stats(torch.zeros(self.n_components), scale)
         self._reset_accumulators()
+        self._fitted = True
         return self
 
     def fit(self, batches: Iterable[Tensor] | Tensor, *, progress: bool = False, **finalize_kwargs: Any) -> "PCA":

@@ -8,9 +8,11 @@ backend, which featureflow does not depend on; without it a clear error says so.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,19 @@ _PILLOW_VIDEO = (".gif", ".webp", ".png", ".apng")
 
 def _natural_key(path: Path) -> list[object]:
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+@contextlib.contextmanager
+def _opening(path: Path, what: str) -> Iterator[None]:
+    """Turn Pillow's errors for a corrupt or truncated file (OSError, SyntaxError, IndexError,
+    ... depending on the format) into a ``ValueError`` naming it."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError, MemoryError):
+        raise
+    except Exception as err:
+        raise ValueError(f"could not read {path} as {what} (corrupt or truncated file?): "
+                         f"{type(err).__name__}: {err}") from None
 
 
 def _stack(images: list[np.ndarray], source: str) -> Tensor:
@@ -69,8 +84,9 @@ def read_frames(path: str | os.PathLike, pattern: str | None = None) -> Float[Te
     files.sort(key=_natural_key)
     images = []
     for f in files:
-        with Image.open(f) as im:
-            images.append(np.asarray(im.convert("RGB")))
+        with _opening(f, "an image"):
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB")))
     return _stack(images, str(folder))
 
 
@@ -139,8 +155,9 @@ def read_video(path: str | os.PathLike) -> Float[Tensor, "t 3 H W"]:
     if not file.is_file():
         raise FileNotFoundError(f"video file not found: {file}")
     if file.suffix.lower() in _PILLOW_VIDEO:
-        with Image.open(file) as im:
-            images = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(im)]
+        with _opening(file, "an animated image"):
+            with Image.open(file) as im:
+                images = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(im)]
         return _stack(images, str(file))
     if importlib.util.find_spec("imageio") is None:
         raise ImportError(

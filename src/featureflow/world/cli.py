@@ -46,8 +46,9 @@ def forecast_files(
 ) -> Path:
     """Forecast from the last frames of ``input_path`` and write the decoded futures to ``out``.
 
-    Frames are resized to ``size`` (default: the model's training resolution, if it
-    records one) and the last ``max_context`` of them are the context. Writes, per
+    Frames are resized to ``size`` x ``size`` (default: the model's training resolution,
+    if it records one), saying so when they are, and the last ``max_context`` of them are
+    the context. Writes, per
     modality the model decodes: ``<modality>_samples.png`` (rows = samples, columns =
     forecast steps), ``<modality>_mean.gif`` and ``<modality>_uncertainty.png``, plus
     ``latents.safetensors`` and ``forecast.json``.
@@ -63,13 +64,17 @@ def forecast_files(
     wm = WorldModel.from_pretrained(model)
     refuse_action_model(wm, model)
     frames = _load_input(Path(input_path))
-    size = size or wm.metadata.get("data", {}).get("resolution")
-    if size is not None and tuple(frames.shape[-2:]) != (size, size):
-        frames = torch.nn.functional.interpolate(frames, size=(size, size), mode="bilinear",
+    target = (size, size) if size else wm.trained_size
+    if target is not None and tuple(frames.shape[-2:]) != tuple(target):
+        why = "--size" if size else "the resolution the model was trained at; --size to choose another"
+        print(f"resizing the input frames from {frames.shape[-1]}x{frames.shape[-2]} to {target[1]}x{target[0]} "
+              f"({why})")
+        frames = torch.nn.functional.interpolate(frames, size=tuple(target), mode="bilinear",
                                                  antialias=True, align_corners=False).clamp(0, 1)
     ctx = frames[-wm.max_context :][None]
     g = torch.Generator().manual_seed(seed)
-    fc = wm.forecast(ctx, horizon, num_samples, solver=solver, steps=steps, generator=g, progress=progress)
+    fc = wm.forecast(ctx, horizon, num_samples, solver=solver, steps=steps, generator=g, progress=progress,
+                     resize="none")  # sized above, and said so
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

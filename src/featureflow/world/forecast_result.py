@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from featureflow.world.checks import check_output
+
 if TYPE_CHECKING:  # pragma: no cover
     from featureflow.world.model import WorldModel
 
@@ -61,6 +63,7 @@ class Forecast:
             flat = self.latents.reshape(b * s * k, *self.latents.shape[3:])
             with torch.no_grad():
                 feats = self.model.compressor.decode(flat)
+            check_output(f"compressor.decode ({type(self.model.compressor).__name__})", feats)
             self._cache["features"] = feats.reshape(b, s, k, *feats.shape[1:])
         return self._cache["features"]
 
@@ -78,6 +81,7 @@ class Forecast:
         run = getattr(head, method)
         with torch.no_grad():  # chunks of 64 images bound the memory of full-resolution outputs
             out = torch.cat([run(part, size=self.image_size) for part in flat.split(64)])
+        check_output(f"the {modality!r} probe ({type(head).__name__})", out)
         return out.reshape(b, s, k, *out.shape[1:])
 
     def decode(self, modality: str) -> Tensor:

@@ -11,6 +11,18 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.typing import ShapeError, check_finite
+from featureflow.world.checks import (
+    MAX_HORIZON,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    check_count,
+    check_forecast_size,
+    check_generator,
+    check_guidance,
+    check_output,
+    fit_frames,
+    trained_size,
+)
 from featureflow.world.forecast_result import Forecast
 
 __all__ = ["WorldModel", "prepare_frames"]
@@ -33,6 +45,13 @@ def prepare_frames(frames: Tensor) -> Tensor:
     if frames.ndim != 5 or frames.shape[2] != 3:
         raise ShapeError(
             f"frames: expected shape (b, t, 3, H, W) (or (t, 3, H, W)), got {tuple(frames.shape)}"
+        )
+    if frames.numel() == 0:
+        b, t, _, h, w = frames.shape
+        empty = [name for name, n in (("b (clips)", b), ("t (frames)", t), ("H", h), ("W", w)) if n == 0]
+        raise ShapeError(
+            f"frames: expected at least one clip of at least one frame of at least 1x1 pixels, got shape "
+            f"{tuple(frames.shape)} (empty: {', '.join(empty)})"
         )
     if frames.dtype == torch.uint8:
         return frames.float() / 255.0
@@ -108,15 +127,27 @@ class WorldModel(nn.Module):
         return torch.device("cpu")
 
     # ------------------------------------------------------------------ pipeline
+    @property
+    def trained_size(self) -> tuple[int, int] | None:
+        """The frame size (H, W) the model was trained at, from :attr:`metadata`
+        (``image_size``, ``data.resolution`` or ``resolution``); None if it does not say."""
+        return trained_size(self.metadata)
+
     @torch.no_grad()
-    def encode(self, frames: Tensor, *, progress: bool = False) -> Tensor:
-        """Frames (b, t, 3, H, W) float in [0, 1] or uint8 → latents (b, t, h, w, C)."""
+    def encode(self, frames: Tensor, *, progress: bool = False, resize: str = "warn") -> Tensor:
+        """Frames (b, t, 3, H, W) float in [0, 1] or uint8 → latents (b, t, h, w, C).
+
+        ``resize``: what to do with frames of another size than :attr:`trained_size`
+        (``"warn"``, ``"silent"``, ``"error"``, ``"none"``; see :meth:`forecast`).
+        """
         from featureflow.encoders import encode_frames
 
-        frames = prepare_frames(frames).to(self.device)
-        feats = encode_frames(self.encoder, frames, progress=progress)
+        frames = fit_frames(prepare_frames(frames), self.trained_size, resize).to(self.device)
+        feats = check_output(f"the encoder ({type(self.encoder).__name__})",
+                             encode_frames(self.encoder, frames, progress=progress))
         b, t = feats.shape[:2]
         lat = self.compressor.encode(feats.reshape(b * t, *feats.shape[2:]))
+        check_output(f"compressor.encode ({type(self.compressor).__name__})", lat)
         return lat.reshape(b, t, *lat.shape[1:])
 
     @torch.no_grad()
@@ -134,6 +165,7 @@ class WorldModel(nn.Module):
         autocast: bool = False,
         progress: bool = False,
         actions: Tensor | None = None,
+        resize: str = "warn",
     ) -> Forecast:
         """Sample ``num_samples`` futures of ``horizon`` frames after the given context.
 
@@ -156,12 +188,30 @@ class WorldModel(nn.Module):
             actions: for an action-conditioned model (:attr:`action_dim` set, e.g. the
                 bundled ``"toyworld-agent"``), the action taken before each forecast
                 frame: (b, k, A) shared by the samples, or (b, s, k, A) per sample.
+            resize: frames of another size than the model was trained at
+                (:attr:`trained_size`) are resized to it: ``"warn"`` (default) warns once
+                per size with a `featureflow.world.checks.ResizeWarning`, ``"silent"``
+                does not, ``"error"`` refuses them, ``"none"`` encodes them as they are.
+                Decoded outputs keep the size of the given frames.
 
         Returns:
             A `Forecast` with ``latents`` (b, s, k, h, w, C), ``features``, ``decode(...)``, ``nfe``.
+
+        Raises:
+            TypeError: ``horizon``, ``num_samples`` or ``steps`` not an int (2.0 and True
+                are refused), ``generator`` not a ``torch.Generator``.
+            ValueError: counts out of range (horizon and steps up to 10 000, num_samples up
+                to 10 000, latents up to 16 GiB), non-finite ``guidance``, and any
+                component (encoder, compressor.encode, forecaster) producing NaN or Inf.
         """
-        if horizon < 1 or num_samples < 1:
-            raise ValueError(f"horizon and num_samples must be >= 1, got {horizon} and {num_samples}")
+        horizon = check_count("horizon", horizon, MAX_HORIZON)
+        num_samples = check_count("num_samples", num_samples, MAX_SAMPLES)
+        steps = None if steps is None else check_count("steps", steps, MAX_STEPS)
+        guidance = check_guidance(guidance)
+        check_generator(generator)
+        frames = prepare_frames(frames)
+        H, W = frames.shape[-2:]
+        frames = fit_frames(frames, self.trained_size, resize)
         if solver is None and baseline is None and self.vfmf_recipe is not None:
             from featureflow.compat.vfmf import forecast_released
 
@@ -172,10 +222,9 @@ class WorldModel(nn.Module):
             return forecast_released(self, frames, horizon, num_samples, steps=steps, generator=generator,
                                      progress=progress)
         solver = "euler" if solver is None else solver
-        frames = prepare_frames(frames)
         frames = frames[:, -self.max_context :]
-        H, W = frames.shape[-2:]
-        latents = self.encode(frames)
+        latents = self.encode(frames, resize="none")
+        check_forecast_size(int(latents.shape[0]), num_samples, horizon, latents[0, 0].numel())
         forecaster = self.forecaster
         if baseline is not None:
             if baseline not in self.baselines:
@@ -193,6 +242,7 @@ class WorldModel(nn.Module):
             kwargs.update(solver=solver, steps=steps, guidance=guidance)
         with ctx:
             roll = forecaster.rollout(latents, horizon, **kwargs)
+        check_output(f"the forecaster ({type(forecaster).__name__})", roll.latents)
         return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=(int(H), int(W)), model=self)
 
     @torch.no_grad()
