@@ -347,3 +347,24 @@ def test_cli_parses_and_converts(bundle_d, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["convert-vfmf", "--forecaster", "f.pt", "--out", "o"])  # --feature-stats is required
     assert "--feature-stats" in capsys.readouterr().err
+
+
+def test_vae_with_convnext_layer_scale_round_trips():
+    """`vae_from_released_state_dict` accepts ConvNeXt layer-scale (``*.gamma``) keys, e.g.
+    from featureflow's own ``FeatureVAE(layer_scale_init_value=...)``, and reproduces it."""
+    from featureflow.compat.vfmf.convert import vae_from_released_state_dict
+    from featureflow.compressors import FeatureVAE
+
+    torch.manual_seed(0)
+    src = FeatureVAE(feature_dim=12, latent_dim=4, dim=8, depth=2, layer_scale_init_value=0.5).eval()
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.2, 2.0)  # trained values, not the init
+    state = src.network_state_dict()
+    assert sum(k.endswith(".gamma") for k in state) == 4  # 2 blocks in the encoder and in the decoder
+    vae = vae_from_released_state_dict(state)
+    assert all(torch.equal(vae.network_state_dict()[k], v) for k, v in state.items())
+    x = torch.randn(2, 3, 3, 12)
+    torch.testing.assert_close(vae.encode(x), src.encode(x), atol=0, rtol=0)
+    torch.testing.assert_close(vae.decode(vae.encode(x)), src.decode(src.encode(x)), atol=0, rtol=0)

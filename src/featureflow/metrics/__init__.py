@@ -5,7 +5,7 @@
 * normals: :func:`angular_error`, :func:`normal_metrics`
 * images: :func:`psnr`
 * ensembles: :func:`sample_scores`, :func:`mean_of_k`, :func:`best_of_k`,
-  :func:`energy_score`, :func:`energy_distance`, :func:`coverage`
+  :func:`energy_score`, :func:`crps`, :func:`energy_distance`, :func:`coverage`
 
 Batch metrics pool pixels over the whole batch and return Python floats; ensemble
 metrics take ``reduction="none"`` for per-example tensors.
@@ -18,7 +18,15 @@ Example:
 """
 
 from featureflow.metrics.depth import abs_rel, delta_accuracy, depth_metrics, depth_valid_mask, rmse
-from featureflow.metrics.ensemble import best_of_k, coverage, energy_distance, energy_score, mean_of_k, sample_scores
+from featureflow.metrics.ensemble import (
+    best_of_k,
+    coverage,
+    crps,
+    energy_distance,
+    energy_score,
+    mean_of_k,
+    sample_scores,
+)
 from featureflow.metrics.image import psnr
 from featureflow.metrics.normals import angular_error, normal_metrics
 from featureflow.metrics.segmentation import (
@@ -47,6 +55,7 @@ __all__ = [
     "mean_of_k",
     "best_of_k",
     "energy_score",
+    "crps",
     "energy_distance",
     "coverage",
 ]

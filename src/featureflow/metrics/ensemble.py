@@ -1,5 +1,5 @@
 """Metrics over an ensemble of K sampled futures: mean-of-K, best-of-K, energy score,
-energy distance and coverage.
+per-pixel CRPS, energy distance and coverage.
 
 Sample sets are ``(b, k, *rest)`` with ``k`` samples per example; a target is
 ``(b, *rest)``. Distances are Euclidean over the flattened ``rest`` dimensions.
@@ -14,7 +14,7 @@ import torch
 
 from featureflow.typing import Float, Shaped, Tensor, check_finite, typechecked
 
-__all__ = ["sample_scores", "mean_of_k", "best_of_k", "energy_score", "energy_distance", "coverage"]
+__all__ = ["sample_scores", "mean_of_k", "best_of_k", "energy_score", "crps", "energy_distance", "coverage"]
 
 Reduction = Literal["mean", "none"]
 
@@ -110,6 +110,68 @@ def energy_score(
     first = _pairwise(x, y).mean(dim=(1, 2))
     second = _pairwise(x, x).sum(dim=(1, 2)) / (k * (k - 1))
     return _reduce(first - 0.5 * second, reduction)
+
+
+@typechecked
+def crps(
+    samples: Float[Tensor, "b k *rest"],
+    target: Float[Tensor, "b *rest"],
+    *,
+    fair: bool = False,
+    valid: Shaped[Tensor, "b *rest"] | None = None,
+    reduction: Literal["mean", "none", "pixel"] = "mean",
+) -> float | Tensor:
+    """Continuous ranked probability score of an ensemble, per pixel (lower is better).
+
+    For each element (e.g. a depth pixel) with ensemble members ``x_1..x_K`` and truth
+    ``y``: ``CRPS = E|X − y| − ½ E|X − X′|``, with ``E|X − y| = (1/K) Σ_i |x_i − y|`` and
+    ``E|X − X′| = (1/K²) Σ_i Σ_j |x_i − x_j|`` (the standard ensemble estimator; a
+    single member gives the absolute error), or with ``fair=True`` the unbiased
+    ``1/(K(K − 1)) Σ_{i≠j}`` (the "fair" CRPS, which does not reward small ensembles
+    for being under-dispersed; ``K ≥ 2``). It is the 1-d energy score, in the data's unit.
+
+    Args:
+        samples: ``(b, k, *rest)`` ensemble members (e.g. depth ``(b, k, H, W)``).
+        target: ``(b, *rest)`` the truth.
+        fair: use the unbiased (fair) estimator of ``E|X − X′|``.
+        valid: optional boolean mask ``(b, *rest)`` of the elements to score (e.g.
+            ``target > 0`` for depth); the target may be non-finite outside it.
+        reduction: ``"mean"`` → float over all valid elements of the batch;
+            ``"none"`` → ``(b,)`` mean over each example's valid elements;
+            ``"pixel"`` → ``(b, *rest)`` per element (NaN where not valid).
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[0.0], [2.0]]])  # b=1, k=2 members of one pixel
+        >>> crps(x, torch.tensor([[1.0]])), crps(x, torch.tensor([[1.0]]), fair=True)  # 1 − ½·1, 1 − ½·2
+        (0.5, 0.0)
+    """
+    b, k = samples.shape[:2]
+    if fair and k < 2:
+        raise ValueError(f"the fair CRPS needs at least 2 samples per example (k >= 2), got k={k}")
+    if valid is not None:
+        if valid.shape != target.shape:
+            raise ValueError(f"valid: expected a mask of the target's shape {tuple(target.shape)}, got {tuple(valid.shape)}")
+        valid = valid.bool()
+        target = torch.where(valid, target, torch.zeros_like(target))  # masked-out truth may be inf (e.g. sky)
+    x = check_finite("samples", samples).double()
+    y = check_finite("target", target).double().unsqueeze(1)
+    first = (x - y).abs().mean(1)
+    # Σ_i Σ_j |x_i − x_j| = 2 Σ_i (2i − K + 1) x_(i) over the members sorted ascending (i from 0)
+    ranks = torch.arange(k, dtype=x.dtype, device=x.device).view(1, k, *([1] * (x.dim() - 2)))
+    pair_sum = 2.0 * ((2.0 * ranks - k + 1.0) * x.sort(dim=1).values).sum(1)
+    score = first - 0.5 * pair_sum / (k * (k - 1) if fair else k * k)
+    if valid is not None:
+        score = torch.where(valid, score, torch.full_like(score, float("nan")))
+    if reduction == "pixel":
+        return score
+    flat = score.reshape(b, -1)
+    keep = ~flat.isnan()
+    if reduction == "none":
+        return torch.where(keep, flat, 0.0).sum(1) / keep.sum(1)
+    if not bool(keep.any()):
+        raise ValueError("crps is undefined: no valid elements (the valid mask is all False)")
+    return float(flat[keep].mean())
 
 
 @typechecked

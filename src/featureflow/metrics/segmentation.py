@@ -77,15 +77,23 @@ def iou_per_class(confusion: Int[Tensor, "K K"]) -> Float[Tensor, "K"]:
 
 
 @typechecked
-def miou_from_confusion(confusion: Int[Tensor, "K K"]) -> float:
+def miou_from_confusion(confusion: Int[Tensor, "K K"], ignore_index: int | None = None) -> float:
     """Mean IoU over the classes present in the prediction or the target.
+
+    A class id ``ignore_index`` inside ``[0, K)`` is left out of the mean (its target
+    pixels are already skipped by `confusion_matrix`; pixels predicted as it still count
+    as errors for their true class).
 
     Example:
         >>> import torch
         >>> miou_from_confusion(torch.tensor([[1, 1], [0, 1]]))
         0.5
+        >>> miou_from_confusion(torch.tensor([[0, 0], [1, 1]]), ignore_index=0)  # class 0 out of the mean
+        0.5
     """
     iou = iou_per_class(confusion)
+    if ignore_index is not None and 0 <= ignore_index < iou.shape[0]:
+        iou[ignore_index] = float("nan")
     present = ~iou.isnan()
     if not bool(present.any()):
         raise ValueError("mIoU is undefined: no valid pixels (every class absent from prediction and target)")
@@ -101,13 +109,15 @@ def miou(
 ) -> float:
     """Mean intersection-over-union over a batch (pixels pooled over all images).
 
-    Classes absent from both prediction and target (after ignoring) do not count.
+    Classes absent from both prediction and target (after ignoring) do not count, and
+    neither does the class ``ignore_index`` when it lies inside ``[0, K)``.
 
     Args:
         pred: predicted class ids, e.g. ``(b, H, W)``.
         target: true class ids, same shape.
         num_classes: K.
-        ignore_index: target value to skip, or ``None``.
+        ignore_index: target value to skip (and, inside ``[0, K)``, the class left out
+            of the mean), or ``None``.
 
     Example:
         >>> import torch
@@ -116,7 +126,7 @@ def miou(
         >>> miou(pred, target, num_classes=3, ignore_index=255)
         0.5
     """
-    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index), ignore_index)
 
 
 @typechecked

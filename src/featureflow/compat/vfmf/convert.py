@@ -58,6 +58,12 @@ def vae_from_released_state_dict(state_dict: Mapping[str, Tensor], kl_weight: fl
         >>> vae = vae_from_released_state_dict(src.network_state_dict())
         >>> vae.config["depth"], vae.feature_dim, vae.latent_dim
         (2, 12, 4)
+
+        ConvNeXt layer scale (``*.gamma`` keys) is recognised:
+
+        >>> scaled = FeatureVAE(feature_dim=12, latent_dim=4, dim=8, depth=2, layer_scale_init_value=1e-6)
+        >>> vae_from_released_state_dict(scaled.network_state_dict()).config["layer_scale_init_value"] > 0
+        True
     """
     from featureflow.compressors import FeatureVAE
 
@@ -67,9 +73,12 @@ def vae_from_released_state_dict(state_dict: Mapping[str, Tensor], kl_weight: fl
     except KeyError as err:
         raise LeftoverKeysError(f"not a released ConvNeXt VAE state dict: missing {err.args[0]!r}") from None
     depth = len({m.group(1) for k in state_dict if (m := re.match(r"encoder_backbone\.blocks\.(\d+)\.", k))})
+    # ConvNeXt layer scale (``blocks.N.gamma``): off in the released VAE; any non-zero init
+    # creates the parameters, whose values then come from the state dict.
+    layer_scale = any(re.fullmatch(r"(en|de)coder_backbone\.blocks\.\d+\.gamma", k) for k in state_dict)
     vae = FeatureVAE(
         feature_dim=int(stem.shape[1]), latent_dim=int(from_latents.shape[1]), dim=int(stem.shape[0]), depth=depth,
-        kl_weight=kl_weight,
+        kl_weight=kl_weight, layer_scale_init_value=1.0 if layer_scale else 0.0,
     )
     vae.load_network_state_dict(state_dict)
     return vae.eval()
