@@ -75,3 +75,20 @@ def test_save_png_and_gif(tmp_path):
     with pytest.raises(ShapeError):
         viz.save_gif(torch.rand(3, 4, 4), tmp_path / "b.gif")
     assert not (tmp_path / "b.gif").exists()
+
+
+def test_labeled_grid_draws_labels_around_the_unchanged_grid():
+    rows = [[torch.rand(3, 8, 8) for _ in range(3)] for _ in range(2)]
+    grid = viz.make_grid(rows, pad=2, scale=4)
+    out = viz.make_labeled_grid(rows, ["rgb", "segmentation"], ["t", "truth", "sample 1"],
+                                col_groups=[("context", 0, 1), ("forecast t+1", 1, 2)], title="a title", pad=2, scale=4)
+    top, left = out.shape[1] - grid.shape[1], out.shape[2] - grid.shape[2]
+    assert top > 3 * 12 and left > 30  # three bands above (title, groups, columns) and one on the left
+    assert torch.allclose(out[:, top:, left:], grid, atol=1 / 255)  # the images are untouched
+    assert out[:, :top].std() > 0.05 and out[:, top:, :left].std() > 0.05  # text is drawn in both bands
+    plain = viz.make_labeled_grid(rows, pad=2, scale=4)
+    assert plain.shape == grid.shape
+    with pytest.raises(ValueError, match="one label per col"):
+        viz.make_labeled_grid(rows, col_labels=["a", "b"])
+    with pytest.raises(ValueError, match="column group 'x' spans columns 2..3"):
+        viz.make_labeled_grid(rows, col_groups=[("x", 2, 2)])

@@ -51,11 +51,14 @@ def run_demo(
     With the bundled model: simulates a held-out ToyWorld clip, forecasts
     ``num_samples`` futures ``horizon`` frames ahead from 1 and from 4 context frames,
     and writes ``forecast_ctx1.png`` / ``forecast_ctx4.png`` (rows rgb, segmentation,
-    depth, normals; columns last context | truth | samples | mean | uncertainty, at the
-    last forecast step), ``forecast_ctx1.gif`` / ``forecast_ctx4.gif`` (the same over
-    the steps), ``metrics.json``, and prints a table (mIoU, depth AbsRel, normal error
-    for flow best-of-K and mean-of-K, regression, copy-last-frame). Without a bundled
-    model it renders the ToyWorld clip only (``toyworld.gif``/``toyworld.png``).
+    depth, normals; columns the last (up to 2) context frames | truth | samples | mean |
+    uncertainty, at the last forecast step; labelled), ``forecast_ctx1.gif`` /
+    ``forecast_ctx4.gif`` (the same over the steps), ``forecast_ctx1_vs_ctx4.png`` (the
+    same clip and noise forecast from 1 and from 4 context frames side by side, one
+    uncertainty colour scale), ``metrics.json``, and prints a table (mIoU, depth
+    AbsRel, normal error for flow best-of-K and mean-of-K, regression, copy-last-frame).
+    Without a bundled model it renders the ToyWorld clip only (``toyworld.gif`` /
+    ``toyworld.png``).
 
     Example:
         >>> import tempfile

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from featureflow.data.frames import to_uint8
@@ -31,6 +32,7 @@ __all__ = [
     "colorize_normals",
     "colorize_segmentation",
     "make_grid",
+    "make_labeled_grid",
     "save_png",
     "save_gif",
 ]
@@ -198,6 +200,99 @@ def make_grid(
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             out[:, y : y + h, x : x + w] = _upscale(im, scale)
     return out
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
+    except (TypeError, ImportError, OSError):  # pragma: no cover - old Pillow / no FreeType
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, size: int) -> tuple[str, Any]:
+    """The largest font (from ``size`` down to 7 px) that fits ``text`` in ``width``; else truncated."""
+    for s in range(size, 6, -1):
+        font = _font(s)
+        if draw.textlength(text, font=font) <= width:
+            return text, font
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…", font
+
+
+def make_labeled_grid(
+    rows: Sequence[Sequence[Tensor]],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    *,
+    col_groups: Sequence[tuple[str, int, int]] | None = None,
+    title: str | None = None,
+    pad: int = 2,
+    pad_value: float = 1.0,
+    scale: int = 1,
+    font_size: int = 13,
+) -> Tensor:
+    """:func:`make_grid` with text labels drawn around it (white bands, dark text).
+
+    Row labels go in a band on the left (one per row, centred on it), column labels in
+    a band above (one per column), ``col_groups`` above those (``(label, first column,
+    number of columns)``, a label spanning several columns with a rule under it) and
+    ``title`` on top. A label wider than its column is drawn smaller (down to 7 px),
+    then truncated with "…".
+
+    Example:
+        >>> import torch
+        >>> img = make_labeled_grid([[torch.zeros(3, 8, 8)] * 2], ["rgb"], ["a", "b"],
+        ...                         col_groups=[("both", 0, 2)], title="t", scale=4)
+        >>> img.shape[0], img.shape[1] > 34, img.shape[2] > 70
+        (3, True, True)
+    """
+    grid = make_grid(rows, pad=pad, pad_value=pad_value, scale=scale)
+    ncols = max(len(r) for r in rows)
+    for name, labels, n in (("row_labels", row_labels, len(rows)), ("col_labels", col_labels, ncols)):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{name} must have one label per {name[:3]} ({n}), got {len(labels)}: {list(labels)}")
+    for label, first, count in col_groups or ():
+        if first < 0 or count < 1 or first + count > ncols:
+            raise ValueError(f"column group {label!r} spans columns {first}..{first + count - 1}; the grid has {ncols}")
+    h, w = (int(d) * scale for d in next(iter(rows[0])).shape[-2:])
+    line = font_size + 8
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 0
+    if row_labels:
+        left = int(max(probe.textlength(t, font=_font(font_size)) for t in row_labels)) + 12
+    bands = [b for b, on in (("title", title), ("groups", col_groups), ("cols", col_labels)) if on]
+    top = line * len(bands)
+    fill = int(round(pad_value * 255))
+    canvas = Image.new("RGB", (left + grid.shape[-1], top + grid.shape[-2]), (fill, fill, fill))
+    canvas.paste(Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy(), "RGB"), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    ink = (32, 32, 32)
+
+    def col_x(j: int) -> int:
+        return left + pad + j * (w + pad)
+
+    def centred(text: str, x0: int, width: int, y: int) -> None:
+        text, font = _fit(draw, text, width, font_size)
+        draw.text((x0 + width / 2, y + line / 2), text, fill=ink, font=font, anchor="mm")
+
+    y = 0
+    if title:
+        centred(title, left, grid.shape[-1], y)
+        y += line
+    if col_groups:
+        for label, first, count in col_groups:
+            x0, x1 = col_x(first), col_x(first + count - 1) + w
+            centred(label, x0, x1 - x0, y - 2)
+            draw.line([(x0 + 2, y + line - 3), (x1 - 2, y + line - 3)], fill=ink, width=1)
+        y += line
+    if col_labels:
+        for j, label in enumerate(col_labels):
+            centred(label, col_x(j), w, y)
+    for i, label in enumerate(row_labels or ()):
+        text, font = _fit(draw, label, left - 8, font_size)
+        draw.text((left - 6, top + pad + i * (h + pad) + h / 2), text, fill=ink, font=font, anchor="rm")
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255.0
 
 
 @typechecked

@@ -50,14 +50,16 @@ def forecast_files(
     if it records one), saying so when they are, and the last ``max_context`` of them are
     the context. Writes, per
     modality the model decodes: ``<modality>_samples.png`` (rows = samples, columns =
-    forecast steps), ``<modality>_mean.gif`` and ``<modality>_uncertainty.png``, plus
-    ``latents.safetensors`` and ``forecast.json``.
+    the last context frame and the forecast steps), ``<modality>_mean.gif`` and
+    ``<modality>_uncertainty.png``; ``forecast.png`` / ``forecast.gif`` (rows =
+    modalities, columns = the last context frames | samples | mean | uncertainty, at the
+    last / every step; see `featureflow.demo_forecast.write_forecast_pictures`); all
+    pictures labelled; plus ``latents.safetensors`` and ``forecast.json``.
 
     Example:
         >>> forecast_files("toyworld", "my_frames/", "out/")  # doctest: +SKIP
     """
-    from featureflow import viz
-    from featureflow.demo_forecast import _colour, heatmap
+    from featureflow.demo_forecast import write_forecast_pictures
     from featureflow.utils import save_json, save_safetensors
     from featureflow.world import WorldModel
 
@@ -77,21 +79,7 @@ def forecast_files(
                      resize="none")  # sized above, and said so
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for m in ("rgb", "segmentation", "depth", "normals"):
-        if m not in wm.probes:
-            continue
-        pred = fc.decode(m)[0]  # (s, k, ...)
-        rng = (float(pred.min()), float(pred.max())) if m == "depth" else (0.0, 1.0)
-        rows = [[_colour(m, pred[i, k], rng) for k in range(horizon)] for i in range(pred.shape[0])]
-        viz.save_png(viz.make_grid(rows, scale=2), out_dir / f"{m}_samples.png")
-        unc = fc.uncertainty(m)
-        viz.save_gif(torch.stack([_colour(m, unc["mean"][0, k], rng) for k in range(horizon)]),
-                     out_dir / f"{m}_mean.gif", fps=2)
-        spread = unc["spread"][0]
-        viz.save_png(viz.make_grid([[heatmap(spread[k], float(spread.max())) for k in range(horizon)]], scale=2),
-                     out_dir / f"{m}_uncertainty.png")
-        written += [f"{m}_samples.png", f"{m}_mean.gif", f"{m}_uncertainty.png"]
+    written = write_forecast_pictures(fc, ctx[0], out_dir)
     save_safetensors({"latents": fc.latents}, out_dir / "latents.safetensors")
     info: dict[str, Any] = {"model": model, "input": str(input_path), "context_frames": int(ctx.shape[1]),
                             "horizon": horizon, "num_samples": num_samples, "nfe_per_frame": fc.nfe,
