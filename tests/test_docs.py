@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -60,3 +61,23 @@ def test_rl_page_code_runs_and_its_learned_policy_acts():
     obs, _ = imagined.reset(seed=0)
     obs, reward, *_ = imagined.step(np.zeros(2, dtype=np.float32))
     assert obs.shape == (24, 24, 3) and np.isfinite(reward)
+
+
+@pytest.mark.slow
+def test_custom_world_model_page_runs_and_round_trips(capsys):
+    """The guide builds a WorldModel by hand (DINOv2, ModuleEncoder.from_factory, PCA, a
+    flow forecaster, probes, a Configurable encoder), saves it and loads it back."""
+    pytest.importorskip("transformers")
+    blocks = python_blocks("custom_world_model.md")
+    assert len(blocks) >= 7
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/custom_world_model.md", "exec"), scope)
+    out = capsys.readouterr().out
+    assert "8 64" in out and "torch.nn:Conv2d torch.Size([1, 4, 4, 32])" in out
+    assert "torch.Size([1, 3, 2, 32, 32])\nTrue\nPatchColourEncoder" in out
+    loaded, wm = scope["loaded"], scope["wm"]
+    saved, back = wm.state_dict(), loaded.state_dict()
+    assert sorted(saved) == sorted(back)
+    for name, value in saved.items():
+        assert torch.equal(value, back[name]), name
