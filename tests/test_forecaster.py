@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster, Rollout, draw_window
+from featureflow.forecast.rollout import SampleStreams
 from featureflow.solvers import Euler, Heun
 from featureflow.typing import ShapeError
 from featureflow.utils import Configurable, build_component, register_component
@@ -148,11 +149,11 @@ def test_history_dropout_uses_unconditional_velocity():
 # ------------------------------------------------------------------------ rollouts
 def _reference_rollout(den, context, horizon, s, steps, seed, max_context):
     """Naive rollout: uncached velocity on an explicitly sliced window, Euler."""
-    g = torch.Generator().manual_seed(seed)
+    noise = SampleStreams(torch.Generator().manual_seed(seed), context.shape[0], s)  # one stream per sample
     window = context.repeat_interleave(s, 0)[:, -max_context:]
     outs = []
     for _ in range(horizon):
-        x = torch.randn(window.shape[0], *window.shape[2:], generator=g)
+        x = noise.randn((window.shape[0], *window.shape[2:]), torch.device("cpu"), torch.float32)
         for i in range(steps):
             t = torch.full((window.shape[0],), i / steps)
             x = x + (1 / steps) * den.velocity(window, x, t)
@@ -236,7 +237,7 @@ def test_guidance():
     guided = fc.rollout(ctx, 1, solver=Euler(steps=1), generator=gen(), guidance=2)  # an int is fine
     assert torch.equal(plain.latents, same.latents)
     assert guided.nfe == 2  # conditional + unconditional per ODE step
-    x0 = torch.randn(1, H, W, C, generator=gen())
+    x0 = SampleStreams(gen(), 1, 1).randn((1, H, W, C), torch.device("cpu"), torch.float32)
     t0 = torch.zeros(1)
     with torch.no_grad():
         v_c, v_u = den.velocity(ctx, x0, t0), den.velocity(None, x0, t0)
@@ -315,7 +316,7 @@ def test_residual_forecasters_start_from_copy_last_frame():
     flow = FlowForecaster(_zeroed(Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)),
                           residual=True)
     g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(2, 2, 2, 4, generator=torch.Generator().manual_seed(0))
+    x0 = SampleStreams(torch.Generator().manual_seed(0), 2, 1).randn((2, 2, 2, 4), torch.device("cpu"), torch.float32)
     first = flow.rollout(ctx, horizon=1, steps=2, generator=g).latents[:, 0, 0]
     torch.testing.assert_close(first, x0 + ctx[:, -1])  # zero velocity: noise stays, shifted by the last frame
     assert flow.config["residual"] is True and "residual" not in FlowForecaster(flow.denoiser).config

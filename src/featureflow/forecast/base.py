@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.forecast.rollout import Rollout, draw_window
+from featureflow.forecast.rollout import SampleStreams
 from featureflow.solvers import ODESolver, resolve
 from featureflow.typing import Float, Latents, check_finite, typechecked
 from featureflow.utils import Configurable, build_component, progress_bar
@@ -206,9 +207,10 @@ class ForecasterBase(nn.Module, Configurable):
             state = expand(rows) if expand is not None else self.denoiser.prefill(context.repeat_interleave(rows, 0))
         out = context.new_empty(b * rows, horizon, h, w, c)
         nfes: list[int] = []
+        noise = SampleStreams(generator, b, rows)  # sample j's noise does not depend on num_samples
         for k in progress_bar(range(horizon), progress=progress, desc="rollout", total=horizon):
             cond = acts[:, k].contiguous() if acts is not None else None
-            frame, nfe = self._next_frame(state, b * rows, ode, generator, guidance, cond)
+            frame, nfe = self._next_frame(state, b * rows, ode, noise, guidance, cond)
             out[:, k] = frame
             nfes.append(nfe)
             if k + 1 < horizon:

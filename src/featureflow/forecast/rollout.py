@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Rollout", "randn", "draw_window"]
+__all__ = ["Rollout", "SampleStreams", "randn", "draw_window"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,63 @@ class Rollout:
         return int(self.latents.shape[1])
 
 
+_GOLDEN = 0x9E3779B97F4A7C15  # spreads the per-clip seeds apart
+
+
+class SampleStreams:
+    """One noise stream per sample, so sample j of clip i does not depend on how many
+    samples (or frames) are drawn: growing an ensemble from K to K' keeps the first K.
+
+    The first draw takes one seed from ``generator`` (or the global RNG); the stream of
+    row ``i * samples + j`` (sample j of clip i) is a generator seeded with the j-th seed
+    drawn from a generator seeded with ``seed + i * golden``. Each forecast frame then
+    draws every row's noise from its own stream.
+
+    Example:
+        >>> a = SampleStreams(torch.Generator().manual_seed(0), batch=1, samples=2)
+        >>> b = SampleStreams(torch.Generator().manual_seed(0), batch=1, samples=4)
+        >>> x, y = a.randn((2, 3), torch.device("cpu"), torch.float32), b.randn((4, 3), torch.device("cpu"), torch.float32)
+        >>> bool(torch.equal(x, y[:2]))
+        True
+    """
+
+    def __init__(self, generator: torch.Generator | None, batch: int, samples: int) -> None:
+        self.source, self.batch, self.samples = generator, int(batch), int(samples)
+        self.device = generator.device if generator is not None else torch.device("cpu")
+        self.streams: list[torch.Generator] | None = None
+
+    def _make(self) -> list[torch.Generator]:
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.source, device=self.device))
+        streams = []
+        for i in range(self.batch):
+            per_clip = torch.Generator().manual_seed((seed + i * _GOLDEN) % 2**63)
+            for s in torch.randint(0, 2**62, (self.samples,), generator=per_clip).tolist():
+                streams.append(torch.Generator(device=self.device).manual_seed(int(s)))
+        return streams
+
+    def randn(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Noise (rows, *rest) with row r from stream r (rows = batch * samples)."""
+        if shape[0] != self.batch * self.samples:
+            raise ValueError(f"expected noise for {self.batch * self.samples} rows, asked for shape {shape}")
+        if self.streams is None:
+            self.streams = self._make()
+        rows = [torch.randn(shape[1:], generator=g, device=self.device, dtype=torch.float32) for g in self.streams]
+        return torch.stack(rows).to(device, dtype)
+
+
 def randn(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    shape: tuple[int, ...], generator: torch.Generator | SampleStreams | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
-    """Standard normal noise drawn from ``generator`` (on the generator's device), moved to ``device``.
+    """Standard normal noise drawn from ``generator`` (on the generator's device), moved to ``device``;
+    from `SampleStreams`, one stream per row.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> randn((2,), g, torch.device("cpu"), torch.float32).shape
         torch.Size([2])
     """
+    if isinstance(generator, SampleStreams):
+        return generator.randn(shape, device, dtype)
     if generator is None:
         return torch.randn(shape, device=device, dtype=dtype)
     return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device, dtype)
