@@ -137,66 +137,9 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
-COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207),
-           (140, 86, 75), (127, 127, 127)]
+def line_plot(path: Path, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], **kw: Any) -> Path:
+    """Write a PNG line plot (see :func:`featureflow.viz.line_plot`)."""
+    from featureflow.viz import line_plot as plot
 
-
-def line_plot(path: Path, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, xlabel: str,
-              ylabel: str, title: str, logx: bool = False, diagonal: bool = False,
-              size: tuple[int, int] = (560, 400)) -> Path:
-    """Write a PNG line plot of ``series`` = [(label, xs, ys), ...] with axes, ticks and a legend."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    W, H = size
-    left, right, top, bottom = 64, 16, 40, 48
-    img = Image.new("RGB", size, (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    tx = (lambda v: math.log10(v)) if logx else (lambda v: v)
-    pts = [(tx(x), y) for _, xs, ys in series for x, y in zip(xs, ys)
-           if math.isfinite(y) and math.isfinite(x) and (x > 0 or not logx)]
-    if not pts:
-        pts = [(0.0, 0.0), (1.0, 1.0)]
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    if diagonal:
-        x0 = y0 = min(x0, y0)
-        x1 = y1 = max(x1, y1)
-    if x1 - x0 < 1e-12:
-        x0, x1 = x0 - 0.5, x1 + 0.5
-    if y1 - y0 < 1e-12:
-        y0, y1 = y0 - 0.5, y1 + 0.5
-    pad, xpad = 0.05 * (y1 - y0), 0.03 * (x1 - x0)
-    y0, y1 = y0 - pad, y1 + pad
-    x0, x1 = x0 - xpad, x1 + xpad
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0) * (W - left - right),
-                H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom))
-
-    d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
-    for i in range(5):
-        xv, yv = x0 + i * (x1 - x0) / 4, y0 + i * (y1 - y0) / 4
-        X, _ = px(xv, y0)
-        _, Y = px(x0, yv)
-        d.line([X, H - bottom, X, H - bottom + 4], fill=(0, 0, 0))
-        d.line([left - 4, Y, left, Y], fill=(0, 0, 0))
-        d.text((X - 12, H - bottom + 6), f"{10 ** xv:.3g}" if logx else f"{xv:.3g}", fill=(0, 0, 0), font=font)
-        d.text((4, Y - 6), f"{yv:.3g}", fill=(0, 0, 0), font=font)
-    d.text((left, 4), title, fill=(0, 0, 0), font=font)
-    d.text(((W - len(xlabel) * 6) // 2, H - 18), xlabel + (" (log scale)" if logx else ""), fill=(0, 0, 0), font=font)
-    d.text((4, top - 14), ylabel, fill=(0, 0, 0), font=font)
-    if diagonal:
-        d.line([px(x0, x0), px(x1, x1)], fill=(160, 160, 160), width=1)
-    for i, (label, xs, ys) in enumerate(series):
-        c = COLOURS[i % len(COLOURS)]
-        p = [px(tx(x), y) for x, y in zip(xs, ys) if math.isfinite(y) and (x > 0 or not logx)]
-        if len(p) > 1:
-            d.line(p, fill=c, width=2)
-        for X, Y in p:
-            d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
-        d.rectangle([left + 8, top + 8 + 14 * i, left + 18, top + 16 + 14 * i], fill=c)
-        d.text((left + 22, top + 6 + 14 * i), label, fill=(0, 0, 0), font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    plot(series, path=path, **kw)
     return path

@@ -266,7 +266,7 @@ def test_bad_inputs():
 # ---------------------------------------------------------------------- regression
 def test_regression_prediction_loss_and_rollout():
     den = real(3).eval()
-    fc = RegressionForecaster(den, loss="smooth_l1")
+    fc = RegressionForecaster(den, loss="smooth_l1", teacher_forcing=False)
     clip = torch.randn(3, 5, H, W, C)
     loss = fc.loss(clip, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)
@@ -400,3 +400,125 @@ def test_action_conditioned_losses_use_the_action():
     assert torch.allclose(out[:, 0, 0], reg.predict(ctx, a[:, 0, 0]), atol=1e-5)
     assert torch.allclose(out[:, 1, 0], reg.predict(ctx, a[:, 1, 0]), atol=1e-5)
     assert not torch.allclose(out[:, 0], out[:, 1])
+
+
+# ------------------------------------------------------------------- teacher forcing
+def _random_causal(max_context: int = 3, cond_dim: int | None = None) -> Denoiser:
+    torch.manual_seed(0)
+    den = Denoiser(latent_dim=C, width=16, depth=2, heads=2, max_context=max_context, cond_dim=cond_dim)
+    with torch.no_grad():  # leave the zero-initialised adaLN-zero state, so every layer matters
+        for p in den.parameters():
+            p.normal_(0.0, 0.3)
+    return den
+
+
+def _windows_loss(fc, clip, lengths, x_t, t, target, actions=None):
+    """Mean over targets of the one-window velocity's MSE: the reference of teacher forcing."""
+    losses = []
+    for j, m in enumerate(lengths, start=1):
+        if j < fc.min_context:
+            continue
+        ctx = clip[:, j - m : j] if m else None
+        extra = (actions[:, j - 1],) if actions is not None else ()
+        v = fc.denoiser.velocity(ctx, x_t[:, j - 1], t[:, j - 1], *extra)
+        losses.append(F.mse_loss(v, target[:, j - 1]))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_teacher_forced_flow_loss_equals_the_one_window_losses(residual):
+    fc = FlowForecaster(_random_causal(3), max_stride=2, residual=residual, min_context=2)
+    clip = torch.randn(3, 7, H, W, C)
+    if residual:
+        fc.fit_residual_scale(clip)
+    loss = fc.loss(clip, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    sub, lengths, _ = fc.draw_targets(clip, g)
+    assert all(m == 0 or 2 <= m <= min(j, 3) for j, m in enumerate(lengths, 1)) and lengths[0] == 0
+    data = fc.to_target(sub[:, 1:], sub[:, :-1])
+    noise = torch.randn(data.shape, generator=g)
+    t = fc.sample_time(data.shape[0] * data.shape[1], g).view(data.shape[:2])
+    x_t = (1 - t[..., None, None, None]) * noise + t[..., None, None, None] * data
+    expected = _windows_loss(fc, sub, lengths, x_t, t, data - noise)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert all(p.grad is not None for p in fc.denoiser.parameters() if p.requires_grad)
+
+
+def test_teacher_forced_regression_and_action_losses_equal_the_one_window_losses():
+    reg = RegressionForecaster(_random_causal(2), max_stride=1, residual=True)
+    clip = torch.randn(2, 5, H, W, C)
+    loss = reg.loss(clip, generator=torch.Generator().manual_seed(1))
+    sub, lengths, _ = reg.draw_targets(clip, torch.Generator().manual_seed(1))
+    target = reg.to_target(sub[:, 1:], sub[:, :-1])
+    zeros = torch.zeros_like(target)
+    torch.testing.assert_close(loss, _windows_loss(reg, sub, lengths, zeros, zeros[..., 0, 0, 0], target))
+    # action-conditioned: target j is conditioned on the action leading to it
+    act = FlowForecaster(_random_causal(2, cond_dim=2), max_stride=1)
+    actions = torch.randn(2, 4, 2)
+    loss = act.loss(clip, torch.Generator().manual_seed(2), actions=actions)
+    g = torch.Generator().manual_seed(2)
+    sub, lengths, acts = act.draw_targets(clip, g, actions)
+    noise = torch.randn(sub[:, 1:].shape, generator=g)
+    t = act.sample_time(8, g).view(2, 4)
+    x_t = (1 - t[..., None, None, None]) * noise + t[..., None, None, None] * sub[:, 1:]
+    torch.testing.assert_close(loss, _windows_loss(act, sub, lengths, x_t, t, sub[:, 1:] - noise, acts))
+    assert float(act.loss(clip, torch.Generator().manual_seed(2), actions=actions + 1)) != float(loss)
+
+
+def test_draw_targets_lengths_strides_and_dropout():
+    fc = FlowForecaster(_random_causal(3), max_stride=3)
+    clip = torch.arange(9.0).view(1, 9, 1, 1, 1).expand(2, 9, H, W, C).contiguous()
+    strides, seen = set(), set()
+    for seed in range(40):
+        sub, lengths, _ = fc.draw_targets(clip, torch.Generator().manual_seed(seed))
+        steps = (sub[0, 1:, 0, 0, 0] - sub[0, :-1, 0, 0, 0]).unique()
+        assert steps.numel() == 1 and len(lengths) == sub.shape[1] - 1
+        strides.add(int(steps))
+        assert all(1 <= m <= min(j, 3) for j, m in enumerate(lengths, 1))
+        seen.update(lengths)
+    assert strides == {1, 2, 3} and seen == {1, 2, 3}
+    _, lengths, _ = fc.draw_targets(clip, torch.Generator().manual_seed(0), dropout=0.999999)
+    assert set(lengths) == {0}
+    with pytest.raises(ValueError, match="at least min_context"):
+        fc.draw_targets(clip[:, :1])
+
+
+def test_teacher_forcing_off_and_vfmf_fall_back_to_one_window():
+    off = FlowForecaster(_random_causal(2), max_stride=1, teacher_forcing=False)
+    assert off.teacher_forcing is False and off.config["teacher_forcing"] is False
+    clip = torch.randn(2, 4, H, W, C)
+    g = torch.Generator().manual_seed(0)
+    ctx, data = draw_window(clip, min_context=1, max_context=2, max_stride=1, generator=g)
+    noise, t = torch.randn(data.shape, generator=g), torch.rand(2, generator=g)
+    x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * data
+    expected = F.mse_loss(off.denoiser.velocity(ctx, x_t, t), data - noise)
+    torch.testing.assert_close(off.loss(clip, torch.Generator().manual_seed(0)), expected)
+    assert FlowForecaster(real_vfmf(2)).teacher_forcing is False
+    with pytest.raises(NotImplementedError, match="causal"):
+        real_vfmf(2).teacher_forced(clip, clip[:, 1:], torch.rand(2, 3), [1, 1, 1])
+
+
+def test_residual_scale_round_trip_and_sampling_inverse():
+    fc = FlowForecaster(_random_causal(2), residual=True)
+    clip = torch.randn(4, 5, H, W, C) * torch.tensor([0.1, 1.0, 3.0])
+    scale = fc.fit_residual_scale(clip)
+    diff = (clip[:, 1:] - clip[:, :-1]).reshape(-1, C)
+    torch.testing.assert_close(scale, diff.pow(2).mean(0).sqrt())
+    last, nxt = clip[:, 0], clip[:, 1]
+    torch.testing.assert_close(fc.from_target(fc.to_target(nxt, last), last), nxt)
+    rebuilt = build_component(fc.describe())
+    torch.testing.assert_close(rebuilt.residual_scale, scale, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="positive finite"):
+        fc.set_residual_scale(torch.zeros(C))
+    with pytest.raises(ValueError, match="residual=True"):
+        FlowForecaster(_random_causal(2)).set_residual_scale(torch.ones(C))
+    # a zero network samples the source noise scaled back: x = noise * scale + last
+    ctx = torch.randn(2, 2, H, W, C)
+
+    def first(scale):
+        zero = FlowForecaster(_zeroed(_random_causal(2)), residual=True, residual_scale=scale)
+        return zero.rollout(ctx, 1, steps=2, generator=torch.Generator().manual_seed(0)).latents[:, 0, 0]
+
+    unit = first([1.0] * C)
+    torch.testing.assert_close(first(scale.tolist()) - ctx[:, -1], (unit - ctx[:, -1]) * scale, atol=1e-5, rtol=1e-5)

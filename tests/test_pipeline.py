@@ -106,3 +106,24 @@ def test_pipeline_on_your_own_frame_folders(tmp_path):
     fc = wm.forecast(torch.rand(1, 2, 3, 16, 16), horizon=2, num_samples=2, generator=torch.Generator().manual_seed(0))
     assert fc.latents.shape == (1, 2, 2, 2, 2, 4)
     assert len(FeatureShards(tmp_path / "work" / "features")) == 3
+
+
+def test_forecasters_train_on_fresh_clips_one_process_each(tmp_path):
+    """``train.stream`` renders fresh clips as training goes; ``only=`` trains one forecaster
+    (two processes can train both at once); residual forecasters get their scale from data."""
+    cfg = tiny_config(tmp_path)
+    for section in (cfg["forecaster"], cfg["regression"]):
+        section["train"]["stream"] = {"clip_length": 4, "stride": 2}
+    cfg["forecaster"]["flow"] = {"residual": True, "max_stride": 1}
+    cfg["regression"]["model"] = {"residual": True, "max_stride": 1}
+    assert run_pipeline(cfg, progress=False, only="regression") is None
+    work = tmp_path / "work"
+    assert (work / "regression" / "component.json").is_file() and not (work / "flow").exists()
+    assert run_pipeline(cfg, progress=False, only="flow") is None
+    out = run_pipeline(cfg, progress=False)
+    wm = WorldModel.from_pretrained(out)
+    scale = wm.forecaster.config["residual_scale"]
+    assert len(scale) == 4 and all(v > 0 for v in scale)
+    assert wm.baselines["regression"].config["residual_scale"] == scale
+    with pytest.raises(ValueError, match="only must be"):
+        run_pipeline(cfg, progress=False, only="probes")

@@ -228,3 +228,21 @@ def test_cli_train_forecaster(tmp_path: Path):
     bad = parser.parse_args(["train-forecaster", str(tmp_path / "bad.safetensors"), str(tmp_path / "o2")])
     with pytest.raises(ValueError, match="no 'latents' tensor"):
         bad.func(bad)
+
+
+def test_ema_warmup_forgets_the_initialisation():
+    from featureflow.training import EMA
+
+    m = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    warm, cold = EMA(m, decay=0.999), EMA(m, decay=0.999, warmup=False)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    for _ in range(1000):
+        warm.update(m)
+        cold.update(m)
+    # fixed decay keeps 0.999**1000 = 37 % of the initial weight; with warm-up under 1 %
+    assert abs(cold.state_dict()["weight"].item() - (1 - 0.999 ** 1000)) < 1e-4
+    assert warm.state_dict()["weight"].item() > 0.99
+    assert warm.current_decay() == 1001 / 1010 and cold.num_updates == warm.num_updates == 1000

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "make_labeled_grid",
     "save_png",
     "save_gif",
+    "line_plot",
+    "LINE_COLOURS",
 ]
 
 # Anchors of a perceptually ordered colour map (dark purple -> blue -> green -> yellow).
@@ -333,3 +336,99 @@ def save_gif(frames: Float[Tensor, "t 3 H W"] | UInt8[Tensor, "t 3 H W"], path: 
             disposal=1,
         )
     return target
+
+
+#: Line colours of :func:`line_plot`, one per series.
+LINE_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (23, 190, 207),
+                (140, 86, 75), (127, 127, 127)]
+
+
+def line_plot(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    diagonal: bool = False,
+    markers: bool = True,
+    size: tuple[int, int] = (560, 400),
+    path: str | os.PathLike | None = None,
+) -> Image.Image:
+    """A labelled line plot (axes, ticks, title, legend) as a PIL image, drawn without matplotlib.
+
+    Args:
+        series: ``[(label, xs, ys), ...]``; non-finite points (and non-positive ones on a
+            log axis) are left out.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        title: plot title.
+        logx: logarithmic x axis.
+        logy: logarithmic y axis.
+        diagonal: equal axis ranges with the y = x line (for reliability diagrams).
+        markers: draw a dot at every point (off for long curves).
+        size: (width, height) in pixels.
+        path: also write the PNG there (atomically).
+
+    Example:
+        >>> img = line_plot([("a", [1, 2, 3], [3.0, 1.0, 2.0])], xlabel="step", ylabel="loss", title="t")
+        >>> img.size
+        (560, 400)
+    """
+    W, H = size
+    left, right, top, bottom = 64, 16, 40, 48
+    img = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+
+    def ok(x: float, y: float) -> bool:
+        return math.isfinite(x) and math.isfinite(y) and (x > 0 or not logx) and (y > 0 or not logy)
+
+    fx = (lambda v: math.log10(v)) if logx else (lambda v: float(v))
+    fy = (lambda v: math.log10(v)) if logy else (lambda v: float(v))
+    pts = [(fx(x), fy(y)) for _, xs, ys in series for x, y in zip(xs, ys) if ok(float(x), float(y))] or [(0.0, 0.0), (1.0, 1.0)]
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if diagonal:
+        x0 = y0 = min(x0, y0)
+        x1 = y1 = max(x1, y1)
+    x0, x1 = (x0 - 0.5, x1 + 0.5) if x1 - x0 < 1e-12 else (x0, x1)
+    y0, y1 = (y0 - 0.5, y1 + 0.5) if y1 - y0 < 1e-12 else (y0, y1)
+    ypad, xpad = 0.05 * (y1 - y0), 0.03 * (x1 - x0)
+    y0, y1, x0, x1 = y0 - ypad, y1 + ypad, x0 - xpad, x1 + xpad
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (left + (x - x0) / (x1 - x0) * (W - left - right), H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom))
+
+    d.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
+    for i in range(5):
+        xv, yv = x0 + i * (x1 - x0) / 4, y0 + i * (y1 - y0) / 4
+        X, _ = px(xv, y0)
+        _, Y = px(x0, yv)
+        d.line([X, H - bottom, X, H - bottom + 4], fill=(0, 0, 0))
+        d.line([left - 4, Y, left, Y], fill=(0, 0, 0))
+        d.text((X - 12, H - bottom + 6), f"{10 ** xv:.3g}" if logx else f"{xv:.3g}", fill=(0, 0, 0), font=font)
+        d.text((4, Y - 6), f"{10 ** yv:.3g}" if logy else f"{yv:.3g}", fill=(0, 0, 0), font=font)
+    d.text((left, 4), title, fill=(0, 0, 0), font=font)
+    xl = xlabel + (" (log scale)" if logx else "")
+    d.text(((W - len(xl) * 6) // 2, H - 18), xl, fill=(0, 0, 0), font=font)
+    d.text((4, top - 14), ylabel + (" (log scale)" if logy else ""), fill=(0, 0, 0), font=font)
+    if diagonal:
+        d.line([px(x0, x0), px(x1, x1)], fill=(160, 160, 160), width=1)
+    for i, (label, xs, ys) in enumerate(series):
+        c = LINE_COLOURS[i % len(LINE_COLOURS)]
+        p = [px(fx(x), fy(y)) for x, y in zip(xs, ys) if ok(float(x), float(y))]
+        if len(p) > 1:
+            d.line(p, fill=c, width=2)
+        if markers:
+            for X, Y in p:
+                d.ellipse([X - 3, Y - 3, X + 3, Y + 3], fill=c)
+        d.rectangle([left + 8, top + 8 + 14 * i, left + 18, top + 16 + 14 * i], fill=c)
+        d.text((left + 22, top + 6 + 14 * i), label, fill=(0, 0, 0), font=font)
+    if path is not None:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out) as tmp:
+            img.save(tmp, format="PNG")
+    return img

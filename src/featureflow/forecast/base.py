@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featureflow.forecast.rollout import Rollout, draw_window
+from featureflow.forecast.rollout import Rollout, _randint, draw_window
 from featureflow.forecast.rollout import SampleStreams
 from featureflow.solvers import ODESolver, resolve
 from featureflow.typing import Float, Latents, check_finite, typechecked
@@ -54,7 +54,16 @@ class ForecasterBase(nn.Module, Configurable):
     embedding is added to the target frame's conditioning.
     """
 
-    def __init__(self, denoiser: Any, *, min_context: int = 1, max_stride: int = 4, residual: bool = False) -> None:
+    def __init__(
+        self,
+        denoiser: Any,
+        *,
+        min_context: int = 1,
+        max_stride: int = 4,
+        residual: bool = False,
+        residual_scale: list[float] | tuple[float, ...] | None = None,
+        teacher_forcing: bool = True,
+    ) -> None:
         super().__init__()
         self.denoiser = _build_denoiser(denoiser)
         if not 1 <= min_context <= self.max_context:
@@ -64,6 +73,7 @@ class ForecasterBase(nn.Module, Configurable):
         self.min_context = int(min_context)
         self.max_stride = int(max_stride)
         self.residual = bool(residual)
+        self.teacher_forcing = bool(teacher_forcing) and bool(getattr(self.denoiser, "teacher_forcing", False))
         self.config: dict[str, Any] = {
             "denoiser": self.denoiser.describe(),
             "min_context": self.min_context,
@@ -71,6 +81,104 @@ class ForecasterBase(nn.Module, Configurable):
         }
         if self.residual:  # only recorded when on, so older configs stay valid
             self.config["residual"] = True
+        if not teacher_forcing:
+            self.config["teacher_forcing"] = False
+        # per-channel scale of the residual target (next - last) / scale: the flow's data
+        # then has unit variance like its source noise; not persistent (it lives in the config)
+        self.register_buffer("residual_scale", torch.ones(self.latent_dim), persistent=False)
+        if residual_scale is not None:
+            self.set_residual_scale(torch.as_tensor(residual_scale, dtype=torch.float32))
+
+    def set_residual_scale(self, scale: Tensor) -> None:
+        """Set the per-channel residual scale (C,) (recorded in the config; residual models only)."""
+        if not self.residual:
+            raise ValueError("residual_scale applies to residual forecasters (residual=True)")
+        scale = scale.detach().float().flatten().cpu()
+        if scale.numel() != self.latent_dim or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+            raise ValueError(f"residual_scale: expected {self.latent_dim} positive finite values, got {scale.tolist()}")
+        self.residual_scale.copy_(scale.to(self.residual_scale.device))
+        self.config["residual_scale"] = [round(float(v), 6) for v in scale]
+
+    @torch.no_grad()
+    def fit_residual_scale(self, clips: Tensor) -> Tensor:
+        """Set :attr:`residual_scale` to the per-channel std of ``next - last`` over latent
+        clips (N, T, h, w, C) (consecutive frames) and return it.
+
+        Example:
+            >>> import torch
+            >>> from featureflow.forecast import Denoiser, FlowForecaster
+            >>> fc = FlowForecaster(Denoiser(latent_dim=2, width=16, depth=1, heads=2), residual=True)
+            >>> clips = torch.zeros(3, 4, 2, 2, 2); clips[:, :, ..., 1] = torch.arange(4.0).view(1, 4, 1, 1)
+            >>> fc.fit_residual_scale(clips + 0.1 * torch.randn(3, 4, 2, 2, 2)).shape
+            torch.Size([2])
+        """
+        if clips.dim() != 5 or clips.shape[1] < 2:
+            raise ValueError(f"expected latent clips (N, T >= 2, h, w, C), got shape {tuple(clips.shape)}")
+        diff = (clips[:, 1:] - clips[:, :-1]).float().reshape(-1, clips.shape[-1])
+        scale = diff.pow(2).mean(0).sqrt().clamp_min(1e-4)
+        self.set_residual_scale(scale)
+        return self.residual_scale.clone()
+
+    def to_target(self, nxt: Tensor, last: Tensor) -> Tensor:
+        """What the network models for the frame ``nxt`` after ``last``: the frame itself,
+        or for a residual forecaster ``(nxt - last) / residual_scale``."""
+        if not self.residual:
+            return nxt
+        return (nxt - last) / self.residual_scale.to(nxt.dtype)
+
+    def from_target(self, x: Tensor, last: Tensor) -> Tensor:
+        """Inverse of :meth:`to_target`: the frame from the network's output."""
+        if not self.residual:
+            return x
+        return x * self.residual_scale.to(x.dtype) + last
+
+    def draw_targets(
+        self, clip: Latents, generator: torch.Generator | None = None, actions: Tensor | None = None,
+        dropout: float = 0.0,
+    ) -> tuple[Tensor, list[int], Tensor | None]:
+        """A teacher-forced training draw: ``(clip, lengths, actions)``.
+
+        A frame stride (``1..max_stride``, 1 with actions) and offset are drawn per batch
+        and the clip is subsampled; then every frame ``j >= min_context`` is a target with
+        its own context length ``lengths[j - 1]`` uniform in ``min_context..min(j,
+        max_context)`` (0 = unconditional, with probability ``dropout``; 0 also marks the
+        targets ``j < min_context`` that are not trained). ``actions[:, j - 1]`` leads to frame j.
+
+        Example:
+            >>> import torch
+            >>> from featureflow.forecast import Denoiser, FlowForecaster
+            >>> fc = FlowForecaster(Denoiser(latent_dim=2, width=16, depth=1, heads=2, max_context=2), max_stride=1)
+            >>> clip, lengths, _ = fc.draw_targets(torch.randn(1, 4, 2, 2, 2), torch.Generator().manual_seed(0))
+            >>> clip.shape[1], len(lengths), lengths[0]
+            (4, 3, 1)
+        """
+        self._expect_actions(actions, f"the clips' actions (b, T - 1, {self.action_dim})")
+        b, T = int(clip.shape[0]), int(clip.shape[1])
+        if T < self.min_context + 1:
+            raise ValueError(f"clips have {T} frames but training needs at least min_context + 1 = {self.min_context + 1}")
+        if actions is not None:
+            if actions.dim() != 3 or tuple(actions.shape[:2]) != (b, T - 1) or actions.shape[-1] != self.action_dim:
+                raise ValueError(f"actions: expected shape ({b}, {T - 1}, {self.action_dim}), got {tuple(actions.shape)}")
+            stride = 1
+        else:
+            stride = int(_randint(1, max(1, min(self.max_stride, (T - 1) // self.min_context)), generator))
+        if stride > 1:
+            offset = int(_randint(0, min(stride - 1, T - 1 - self.min_context * stride), generator))
+            clip = clip[:, offset::stride]
+        n = int(clip.shape[1])
+        hi = torch.tensor([min(j, self.max_context) for j in range(1, n)])
+        lo = torch.full_like(hi, self.min_context)
+        u = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else "cpu").cpu()
+        lengths = (lo + (u * (hi - lo + 1).clamp_min(1)).floor().long()).clamp(max=hi)
+        lengths[hi < self.min_context] = 0
+        if dropout > 0:
+            d = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else "cpu")
+            lengths[d.cpu() < dropout] = 0
+        return clip, [int(m) for m in lengths], (actions.to(clip.dtype) if actions is not None else None)
+
+    def trained_targets(self, lengths: list[int]) -> Tensor:
+        """Bool (T - 1,) of the targets a teacher-forced loss trains (``j >= min_context``)."""
+        return torch.tensor([j >= self.min_context for j in range(1, len(lengths) + 1)])
 
     @property
     def max_context(self) -> int:

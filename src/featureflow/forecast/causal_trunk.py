@@ -32,7 +32,28 @@ from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbed
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope
 
-__all__ = ["CausalTrunk", "context_mask"]
+__all__ = ["CausalTrunk", "context_mask", "teacher_mask"]
+
+
+def teacher_mask(lengths: Tensor | list[int], device: torch.device | None = None) -> Tensor:
+    """Temporal mask of a teacher-forced clip of T frames (T clean, then T - 1 targets).
+
+    ``lengths[j - 1]`` is the number of clean frames target ``j`` (1..T-1) sees: frames
+    ``j - m .. j - 1`` (0 = none, an unconditional target). Clean frames attend only to
+    themselves, every target to itself. True = may attend; (2T - 1, 2T - 1).
+
+    Example:
+        >>> teacher_mask([1, 1]).int().tolist()
+        [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [1, 0, 0, 1, 0], [0, 1, 0, 0, 1]]
+    """
+    lengths = [int(m) for m in lengths]
+    T = len(lengths) + 1
+    mask = torch.eye(2 * T - 1, dtype=torch.bool, device=device)
+    for j, m in enumerate(lengths, start=1):
+        if not 0 <= m <= j:
+            raise ValueError(f"target {j} can see at most {j} earlier frames, got a context length of {m}")
+        mask[T + j - 1, j - m : j] = True
+    return mask
 
 
 def context_mask(n: int, device: torch.device | None = None) -> Tensor:
@@ -205,6 +226,45 @@ class CausalTrunk(nn.Module):
         for block in self.blocks:
             z, _, _ = block(z, c, t_rope, s_rope, mask)
         return self._final(z[:, -1], c[:, -1], h, w)
+
+    # -------------------------------------------------------- teacher forcing
+    def teacher_forced(
+        self, clean: Tensor, noisy: Tensor, times: Tensor, mask: Tensor, cond: Tensor | None = None
+    ) -> Tensor:
+        """Velocities of every target of a clip in one pass (training with clean context).
+
+        ``clean`` (b, T, h, w, C) holds the clean frames, ``noisy`` (b, T - 1, h, w, C) the
+        noisy targets of frames 1..T-1 at flow times ``times`` (b, T - 1). The 2T - 1 frames
+        run as one sequence: clean frame ``i`` sits at temporal position ``i`` and attends
+        only to itself, target ``j`` sits at position ``j`` and attends to itself and the
+        clean frames that ``mask`` allows (see :func:`teacher_mask`). Rotary positions are
+        relative, so target ``j`` with context frames ``j - m .. j - 1`` gets exactly the
+        velocity that :meth:`forward` gives for that window. ``cond`` (b, T - 1, A) is the
+        conditioning of each target. Returns (b, T - 1, h, w, C).
+        """
+        b, T, h, w, _ = clean.shape
+        n = 2 * T - 1
+        frames = torch.cat([clean, noisy], dim=1)
+        z = self.embed_in(frames).reshape(b, n, h * w, self.width)
+        c = self.time_embed(torch.cat([times.new_ones(b, T), times], dim=1))  # (b, n, d)
+        if cond is not None:
+            if self.cond_embed is None:
+                raise ValueError("this denoiser was built without cond_dim; pass cond=None or set cond_dim")
+            c = torch.cat([c[:, :T], c[:, T:] + self.cond_embed(cond)], dim=1)
+        t_rope = self._teacher_rope(T, frames.device)
+        s_rope = self._space_rope(h, w, frames.device)
+        for block in self.blocks:
+            z, _, _ = block(z, c, t_rope, s_rope, mask)
+        out = self._final(z[:, T:].reshape(b * (T - 1), h * w, self.width), c[:, T:].reshape(b * (T - 1), -1), h, w)
+        return out.reshape(b, T - 1, h, w, -1)
+
+    def _teacher_rope(self, T: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = ("teacher", T, str(device))
+        if key not in self._rope_cache:
+            with torch.inference_mode(False):
+                pos = torch.cat([torch.arange(T), torch.arange(1, T)]).to(device, torch.float32)
+                self._rope_cache[key] = rope_angles(pos, self.head_dim, self.rope_base)
+        return self._rope_cache[key]
 
     # --------------------------------------------------------------- cached
     def encode_frames(self, frames: Tensor) -> tuple[list[Tensor], list[Tensor]]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featureflow.forecast.causal_trunk import CausalTrunk
+from featureflow.forecast.causal_trunk import CausalTrunk, teacher_mask
 from featureflow.forecast.kv_cache import DenoiserState
 from featureflow.forecast.vfmf_trunk import VFMFTrunk, convert_released_state_dict, released_config
 from featureflow.typing import Float, ShapeError, typechecked
@@ -184,6 +184,56 @@ class Denoiser(nn.Module, Configurable):
             return self.trunk(frames, t)[:, -1]
         times = torch.cat([frames.new_ones(b, frames.shape[1] - 1), t[:, None].to(frames.dtype)], dim=1)
         return self.trunk(frames, times, cond)
+
+    @property
+    def teacher_forcing(self) -> bool:
+        """True when :meth:`teacher_forced` can train every frame of a clip in one pass
+        (``causal``: a context frame attends only to itself)."""
+        return self.arch == "causal"
+
+    @typechecked
+    def teacher_forced(
+        self,
+        clip: Float[Tensor, "b T h w C"],
+        x_t: Float[Tensor, "b T1 h w C"],
+        t: Float[Tensor, "b T1"],
+        lengths: list[int] | tuple[int, ...],
+        cond: Float[Tensor, "b T1 d"] | None = None,
+    ) -> Float[Tensor, "b T1 h w C"]:
+        """Velocities of every target frame of clean clips in one pass (``causal`` only).
+
+        Target ``j`` (1..T-1) is the noisy ``x_t[:, j - 1]`` at flow time ``t[:, j - 1]``
+        with clean context ``clip[:, j - m : j]``, ``m = lengths[j - 1]`` (0 = none). Each
+        output equals ``velocity(clip[:, j - m : j], x_t[:, j - 1], t[:, j - 1])``, at the
+        cost of one pass over 2T - 1 frames instead of T - 1 windows.
+
+        Args:
+            clip: (b, T, h, w, C) clean frames.
+            x_t: (b, T - 1, h, w, C) noisy targets of frames 1..T-1.
+            t: (b, T - 1) their flow times.
+            lengths: T - 1 context lengths, each in 0..min(j, max_context).
+            cond: optional (b, T - 1, cond_dim) conditioning of each target.
+
+        Example:
+            >>> import torch
+            >>> den = Denoiser(latent_dim=4, width=32, depth=1, heads=2, max_context=2)
+            >>> clip, x, t = torch.randn(1, 3, 2, 2, 4), torch.randn(1, 2, 2, 2, 4), torch.rand(1, 2)
+            >>> v = den.teacher_forced(clip, x, t, [1, 2])
+            >>> bool(torch.allclose(v[:, 1], den.velocity(clip[:, :2], x[:, 1], t[:, 1]), atol=1e-5))
+            True
+        """
+        if not self.teacher_forcing:
+            raise NotImplementedError("teacher_forced needs arch='causal' (the released trunk lets context frames "
+                                      "attend to each other); train arch='vfmf' one window at a time")
+        b, T = clip.shape[:2]
+        self._check("clip", clip)
+        if len(lengths) != T - 1:
+            raise ValueError(f"lengths: expected {T - 1} context lengths (one per target frame), got {len(lengths)}")
+        if any(m > self.max_context for m in lengths):
+            raise ValueError(f"lengths: at most max_context={self.max_context} context frames, got {list(lengths)}")
+        if cond is not None:
+            self._check_cond(cond.reshape(-1, cond.shape[-1]), b * (T - 1))
+        return self.trunk.teacher_forced(clip, x_t, t.to(clip.dtype), teacher_mask(lengths, clip.device), cond)
 
     def forward(self, context: Tensor | None, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Same as :meth:`velocity`."""

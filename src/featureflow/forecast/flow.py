@@ -24,9 +24,11 @@ class FlowForecaster(ForecasterBase):
     """Samples p(z_{t+1} | z_{1..t}) by integrating a learned velocity from noise to data.
 
     Training uses the linear path ``x_t = (1 - t) * noise + t * data`` with the velocity
-    target ``data - noise``; the loss is the MSE on the target frame only. Each batch
-    draws its context length (``min_context..max_context``) and frame stride
-    (``1..max_stride``), as the paper does to calibrate uncertainty to the history.
+    target ``data - noise``; the loss is the MSE on the target frames. With a causal
+    denoiser (``teacher_forcing=True``, the default) every frame of a training clip is a
+    target in one pass, each with its own clean context of random length
+    (``min_context..max_context``), noise and flow time; otherwise one window per clip is
+    drawn as in the paper. Each batch draws a frame stride (``1..max_stride``).
 
     Args:
         denoiser: a :class:`~featureflow.forecast.Denoiser` (or its ``describe()`` spec).
@@ -37,6 +39,11 @@ class FlowForecaster(ForecasterBase):
             guidance with ``guidance != 1`` at sampling.
         min_context: fewest context frames in a training window.
         max_stride: largest frame stride in a training window.
+        residual: model the change since the last context frame (see ``ForecasterBase``).
+        residual_scale: per-channel scale (C,) of that change; the flow's data is
+            ``(next - last) / residual_scale``, matched in scale to its unit source noise
+            (set it from data with :meth:`fit_residual_scale`).
+        teacher_forcing: train every frame of a clip in one pass (causal denoisers).
         logit_mean: mean of the normal behind logit-normal time sampling.
         logit_std: standard deviation of that normal.
 
@@ -69,10 +76,13 @@ class FlowForecaster(ForecasterBase):
         min_context: int = 1,
         max_stride: int = 4,
         residual: bool = False,
+        residual_scale: list[float] | tuple[float, ...] | None = None,
+        teacher_forcing: bool = True,
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
     ) -> None:
-        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual)
+        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
+                         residual_scale=residual_scale, teacher_forcing=teacher_forcing)
         if time_sampling not in _TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}, got {time_sampling!r}")
         if not 0.0 <= history_dropout < 1.0:
@@ -124,9 +134,10 @@ class FlowForecaster(ForecasterBase):
         (on any device) or the global RNG. An action-conditioned forecaster needs the
         clips' ``actions`` (b, T - 1, A); its windows are consecutive frames.
         """
+        if self.teacher_forcing:
+            return self._teacher_forced_loss(clip, generator, actions)
         context, data, cond = self.draw_window(clip, generator, actions)
-        if self.residual:
-            data = data - context[:, -1]
+        data = self.to_target(data, context[:, -1])
         b = data.shape[0]
         noise = randn(tuple(data.shape), generator, data.device, data.dtype)
         t = self.sample_time(b, generator).to(data.device, data.dtype)
@@ -134,6 +145,20 @@ class FlowForecaster(ForecasterBase):
         x_t = (1 - tb) * noise + tb * data
         v = self._velocity(context, x_t, t, generator, cond)
         return F.mse_loss(v.float(), (data - noise).float())
+
+    def _teacher_forced_loss(self, clip: Tensor, generator: torch.Generator | None, actions: Tensor | None) -> Tensor:
+        """Every frame of the clips a target in one pass, each with its own context length,
+        noise and flow time (see :meth:`~featureflow.forecast.Denoiser.teacher_forced`)."""
+        clip, lengths, acts = self.draw_targets(clip, generator, actions, dropout=self.history_dropout)
+        data = self.to_target(clip[:, 1:], clip[:, :-1])
+        b, n = data.shape[:2]
+        noise = randn(tuple(data.shape), generator, data.device, data.dtype)
+        t = self.sample_time(b * n, generator).to(data.device, data.dtype).view(b, n)
+        tb = t.view(b, n, 1, 1, 1)
+        x_t = (1 - tb) * noise + tb * data
+        v = self.denoiser.teacher_forced(clip, x_t, t, lengths, acts)
+        keep = self.trained_targets(lengths).to(data.device)
+        return F.mse_loss(v[:, keep].float(), (data - noise)[:, keep].float())
 
     def _next_frame(
         self, state: Any, rows: int, solver: ODESolver | None, generator: torch.Generator | None, guidance: float,
@@ -153,5 +178,4 @@ class FlowForecaster(ForecasterBase):
             return v
 
         result = solver.integrate(fn, x0)
-        x = result.x + frames[:, -1] if self.residual else result.x
-        return x, result.nfe * (2 if guided else 1)
+        return self.from_target(result.x, frames[:, -1]), result.nfe * (2 if guided else 1)

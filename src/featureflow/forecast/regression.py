@@ -34,6 +34,10 @@ class RegressionForecaster(ForecasterBase):
         loss: ``"mse"`` or ``"smooth_l1"`` (Huber with beta 1).
         min_context: fewest context frames in a training window (as for ``FlowForecaster``).
         max_stride: largest frame stride in a training window.
+        residual: predict the change since the last context frame.
+        residual_scale: per-channel scale (C,) of that change (the network predicts
+            ``(next - last) / residual_scale``).
+        teacher_forcing: train every frame of a clip in one pass (causal denoisers).
 
     Example:
         >>> import torch
@@ -46,9 +50,18 @@ class RegressionForecaster(ForecasterBase):
     """
 
     def __init__(
-        self, denoiser: Any, loss: str = "mse", *, min_context: int = 1, max_stride: int = 4, residual: bool = False
+        self,
+        denoiser: Any,
+        loss: str = "mse",
+        *,
+        min_context: int = 1,
+        max_stride: int = 4,
+        residual: bool = False,
+        residual_scale: list[float] | tuple[float, ...] | None = None,
+        teacher_forcing: bool = True,
     ) -> None:
-        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual)
+        super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
+                         residual_scale=residual_scale, teacher_forcing=teacher_forcing)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         self.loss_type = loss
@@ -61,7 +74,7 @@ class RegressionForecaster(ForecasterBase):
         context = context[:, -self.max_context :]
         x = context.new_zeros(context[:, -1].shape)
         out = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]), *_cond(actions))
-        return out + context[:, -1] if self.residual else out
+        return self.from_target(out, context[:, -1])
 
     @typechecked
     def loss(
@@ -69,11 +82,23 @@ class RegressionForecaster(ForecasterBase):
     ) -> Tensor:
         """Regression loss of a batch of latent clips (b, T, h, w, C), T >= 2; a scalar
         (``actions`` (b, T - 1, A) for an action-conditioned forecaster)."""
-        context, target, cond = self.draw_window(clip, generator, actions)
-        pred = self.predict(context, cond).float()
+        if self.teacher_forcing:
+            clip, lengths, acts = self.draw_targets(clip, generator, actions)
+            target = self.to_target(clip[:, 1:], clip[:, :-1])
+            zeros = target.new_zeros(target.shape)
+            pred = self.denoiser.teacher_forced(clip, zeros, zeros.new_zeros(target.shape[:2]), lengths, acts)
+            keep = self.trained_targets(lengths).to(target.device)
+            pred, target = pred[:, keep], target[:, keep]
+        else:
+            context, nxt, cond = self.draw_window(clip, generator, actions)
+            target = self.to_target(nxt, context[:, -1])
+            x = target.new_zeros(target.shape)
+            pred = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]), *_cond(cond))
+        # the loss is taken on what the network outputs (for a residual forecaster the
+        # scaled change since the last frame), so flow and regression weigh channels alike
         if self.loss_type == "mse":
-            return F.mse_loss(pred, target.float())
-        return F.smooth_l1_loss(pred, target.float())
+            return F.mse_loss(pred.float(), target.float())
+        return F.smooth_l1_loss(pred.float(), target.float())
 
     def _rows_per_element(self, num_samples: int) -> int:
         return 1
@@ -88,4 +113,4 @@ class RegressionForecaster(ForecasterBase):
         frames = state.frames
         x = frames.new_zeros(rows, frames.shape[2], frames.shape[3], frames.shape[4])
         out = self.denoiser.step(state, x, x.new_zeros(rows), *_cond(cond))
-        return (out + frames[:, -1] if self.residual else out), 1
+        return self.from_target(out, frames[:, -1]), 1

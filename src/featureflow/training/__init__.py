@@ -5,10 +5,11 @@ Every stage runs single-process or under ``torchrun`` (see `featureflow.training
 
 from featureflow.training import distributed
 from featureflow.training.checkpoint import load_checkpoint, save_checkpoint
+from featureflow.training.curves import plot_training_curves, read_log
 from featureflow.training.data import BatchStream
 from featureflow.training.ema import EMA
 from featureflow.training.features import FeatureShards, extract_features
-from featureflow.training.forecaster import save_forecaster, train_forecaster
+from featureflow.training.forecaster import frames_to_latents, save_forecaster, train_forecaster
 from featureflow.training.loop import FitResult, fit
 from featureflow.training.pipeline import STAGES, load_config, run_pipeline
 from featureflow.training.probes import ProbeTrainResult, train_probe
@@ -31,6 +32,9 @@ __all__ = [
     "VAETrainResult",
     "save_compressor",
     "train_forecaster",
+    "frames_to_latents",
+    "plot_training_curves",
+    "read_log",
     "save_forecaster",
     "train_probe",
     "ProbeTrainResult",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from featureflow.training.loop import FitResult, fit
 from featureflow.utils import load_safetensors, save_json, save_safetensors
 from featureflow.version import FORMAT_VERSION, __version__
 
-__all__ = ["train_forecaster", "save_forecaster", "register"]
+__all__ = ["train_forecaster", "frames_to_latents", "save_forecaster", "register"]
 
 
 def _check_data(model: nn.Module, data: Any) -> None:
@@ -55,6 +55,8 @@ def train_forecaster(
     seed: int = 0,
     device: str | torch.device | None = None,
     stop_at: int | None = None,
+    encode: Callable[[Any], Tensor] | None = None,
+    desc: str | None = None,
 ) -> FitResult:
     """Train a :class:`~featureflow.forecast.FlowForecaster` or ``RegressionForecaster``.
 
@@ -68,7 +70,11 @@ def train_forecaster(
     Args:
         model: a forecaster with ``loss(clip, generator=...)``.
         data: latent clips as a Tensor (N, T, h, w, C), a dataset of (T, h, w, C)
-            clips, or an iterable of (b, T, h, w, C) batches.
+            clips, or an iterable of (b, T, h, w, C) batches; with ``encode``, anything
+            ``encode`` turns into such a batch (e.g. fresh frames of a procedural world).
+        encode: optional map from a data batch to latent clips (b, T, h, w, C), run
+            without gradients before every loss (see :func:`frames_to_latents`).
+        desc: progress-bar label (default ``"flow"`` or ``"regression"`` by model type).
 
     Returns:
         :class:`~featureflow.training.loop.FitResult` (losses per step, EMA, optimizer).
@@ -87,15 +93,44 @@ def train_forecaster(
         raise TypeError(f"model must have a loss(clip, generator=...) method (a forecaster), got {type(model).__name__}")
     _check_data(model, data)
 
-    def loss_fn(m: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
+    def loss_fn(m: nn.Module, batch: Any, generator: torch.Generator) -> Tensor:
+        if encode is not None:
+            with torch.no_grad():
+                batch = encode(batch)
         return m.loss(batch, generator=generator)
 
     return fit(
         model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, grad_accum=grad_accum,
         ema_decay=ema_decay, clip_grad=clip_grad, weight_decay=weight_decay, bf16=bf16, log_path=log_path,
         ckpt_dir=ckpt_dir, ckpt_every=ckpt_every, resume=resume, progress=progress, seed=seed, device=device,
-        stop_at=stop_at, desc="forecaster",
+        stop_at=stop_at, desc=desc or ("regression" if "Regression" in type(model).__name__ else "flow"),
     )
+
+
+def frames_to_latents(encoder: nn.Module, compressor: nn.Module, key: str = "rgb") -> Callable[[Any], Tensor]:
+    """An ``encode`` for :func:`train_forecaster`: frames (b, T, 3, H, W) (or ``batch[key]``)
+    → latent clips (b, T, h, w, C) through a frozen encoder and compressor (in eval mode).
+
+    Example:
+        >>> import torch
+        >>> from featureflow.compressors import Identity
+        >>> from featureflow.encoders import ToyEncoder
+        >>> enc = frames_to_latents(ToyEncoder(image_size=16, patch_size=8, width=8, depth=1, heads=2, blocks=(0,)),
+        ...                         Identity(8))
+        >>> enc({"rgb": torch.rand(2, 3, 3, 16, 16)}).shape
+        torch.Size([2, 3, 2, 2, 8])
+    """
+    from featureflow.encoders import encode_frames
+
+    encoder.eval()
+    compressor.eval()
+
+    @torch.no_grad()
+    def encode(batch: Any) -> Tensor:
+        frames = batch[key] if isinstance(batch, dict) else batch
+        return compressor.encode(encode_frames(encoder, frames.float()))
+
+    return encode
 
 
 def save_forecaster(model: nn.Module, out_dir: str | os.PathLike) -> Path:

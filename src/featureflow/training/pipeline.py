@@ -112,6 +112,7 @@ def _stage_encoder(cfg: dict[str, Any], work: Path, progress: bool) -> nn.Module
     if _done(out):
         return _load_module(out)
     spec = cfg.get("encoder", {"type": "ToyEncoder", "config": {}})
+    torch.manual_seed(int(cfg.get("seed", 0)))  # initial weights from the run's seed
     encoder = build_component({"type": spec["type"], "config": spec.get("config", {})})
     train = spec.get("train")
     if train:
@@ -148,6 +149,7 @@ def _stage_compressor(cfg: dict[str, Any], work: Path, shards: Any, progress: bo
     frames = feats.reshape(-1, *feats.shape[2:])  # (N*T, h, w, D)
     conf = dict(spec.get("config", {}))
     conf.setdefault("feature_dim", int(frames.shape[-1]))
+    torch.manual_seed(int(cfg.get("seed", 0)))
     comp = build_component({"type": spec["type"], "config": conf})
     if spec["type"] == "FeatureVAE":
         from featureflow.training.vae import train_vae
@@ -178,9 +180,12 @@ def _stage_latents(work: Path, shards: Any, compressor: nn.Module) -> Tensor:
     return lat
 
 
-def _stage_forecaster(cfg: dict[str, Any], work: Path, latents: Tensor, kind: str, progress: bool) -> nn.Module | None:
+def _stage_forecaster(
+    cfg: dict[str, Any], work: Path, latents: Tensor, kind: str, progress: bool,
+    encoder: nn.Module | None = None, compressor: nn.Module | None = None,
+) -> nn.Module | None:
     from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
-    from featureflow.training.forecaster import train_forecaster
+    from featureflow.training.forecaster import frames_to_latents, train_forecaster
 
     out = work / kind
     if _done(out):
@@ -191,14 +196,33 @@ def _stage_forecaster(cfg: dict[str, Any], work: Path, latents: Tensor, kind: st
         return None
     den_cfg = dict(fcfg.get("denoiser", {}))
     den_cfg.setdefault("latent_dim", int(latents.shape[-1]))
+    torch.manual_seed(int(cfg.get("seed", 0)))  # the model's initial weights come from the run's seed
     den = Denoiser(**den_cfg)
     if kind == "flow":
         model: nn.Module = FlowForecaster(den, **fcfg.get("flow", {}))
     else:
         model = RegressionForecaster(den, **section.get("model", {}))
+    if getattr(model, "residual", False) and "residual_scale" not in model.config:
+        model.fit_residual_scale(latents)  # (next - last) / scale has unit variance, like the source noise
     train = dict(section.get("train", {}))
-    result = train_forecaster(model, latents, progress=progress, log_path=work / "logs" / f"{kind}.jsonl",
-                              ckpt_dir=work / "checkpoints" / kind, resume=True,
+    stream = train.pop("stream", None)
+    data: Any = latents
+    encode = None
+    if stream:
+        # fresh procedural clips as training goes (never the same clip twice in a run),
+        # encoded by the frozen encoder and compressor of the earlier stages
+        if cfg["data"].get("world", "toyworld") != "toyworld" or encoder is None or compressor is None:
+            raise ValueError("train.stream needs data.world = 'toyworld' (fresh clips are rendered as training goes)")
+        from featureflow.data import ToyWorldClips
+
+        data_cfg = cfg["data"]
+        data = ToyWorldClips("train", length=int(stream.get("clip_length", data_cfg.get("clip_length", 8))),
+                             stride=int(stream.get("stride", data_cfg.get("stride", 1))),
+                             resolution=int(data_cfg.get("resolution", 64)), warmup=int(data_cfg.get("warmup", 0)),
+                             modalities=("rgb",))
+        encode = frames_to_latents(encoder, compressor)
+    result = train_forecaster(model, data, progress=progress, log_path=work / "logs" / f"{kind}.jsonl",
+                              ckpt_dir=work / "checkpoints" / kind, resume=True, encode=encode,
                               seed=int(cfg.get("seed", 0)), **train)
     if result.ema is not None:
         result.ema.copy_to(model)
@@ -259,18 +283,26 @@ def _stage_probes(cfg: dict[str, Any], work: Path, shards: Any, compressor: nn.M
     return heads
 
 
-def run_pipeline(cfg: dict[str, Any], *, progress: bool = True, until: str | None = None) -> Path | None:
+def run_pipeline(
+    cfg: dict[str, Any], *, progress: bool = True, until: str | None = None, only: str | None = None
+) -> Path | None:
     """Run the stages of ``cfg`` in order (skipping finished ones); return the saved model directory.
 
     Args:
         cfg: the pipeline config (see the module docstring).
         progress: show progress bars.
         until: stop after this stage (one of `STAGES`); the model is saved only by "assemble".
+        only: ``"flow"`` or ``"regression"``: run the stages before the forecasters (or
+            reuse them), then train just that forecaster and stop. Two processes, one
+            per forecaster, train both at once once the latents exist.
     """
     from featureflow.world import WorldModel
 
     if until is not None and until not in STAGES:
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
+    if only not in (None, "flow", "regression"):
+        raise ValueError(f"only must be 'flow' or 'regression', got {only!r}")
+    flow = regression = None
     work = Path(cfg.get("workdir", "runs/pipeline"))
     work.mkdir(parents=True, exist_ok=True)
     save_json(cfg, work / "pipeline_config.json")
@@ -294,10 +326,15 @@ def run_pipeline(cfg: dict[str, Any], *, progress: bool = True, until: str | Non
     latents = _stage_latents(work, shards, compressor)
     if stage("flow"):
         return None
-    flow = _stage_forecaster(cfg, work, latents, "flow", progress)
+    if only in (None, "flow"):
+        flow = _stage_forecaster(cfg, work, latents, "flow", progress, encoder, compressor)
     if stage("regression"):
         return None
-    regression = _stage_forecaster(cfg, work, latents, "regression", progress)
+    if only in (None, "regression"):
+        regression = _stage_forecaster(cfg, work, latents, "regression", progress, encoder, compressor)
+    if only is not None:
+        log.log(stage=only, event="done")
+        return None
     if stage("probes"):
         return None
     probes = _stage_probes(cfg, work, shards, compressor, progress)
@@ -318,8 +355,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.workdir:
         cfg["workdir"] = args.workdir
-    out = run_pipeline(cfg, progress=not args.no_progress, until=args.until)
-    print(f"model written to {out}" if out else f"stopped after stage {args.until!r}")
+    out = run_pipeline(cfg, progress=not args.no_progress, until=args.until, only=args.only)
+    print(f"model written to {out}" if out else f"stopped after stage {args.only or args.until!r}")
     return 0
 
 
@@ -329,5 +366,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--config", required=True, help="pipeline config (JSON)")
     p.add_argument("--workdir", default=None, help="override the config's workdir")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage")
+    p.add_argument("--only", default=None, choices=("flow", "regression"),
+                   help="train just this forecaster (earlier stages are run or reused) and stop")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run)
