@@ -205,6 +205,8 @@ def test_released_recipe_rollout_matches_a_manual_released_loop(bundle_d):
     assert fc.decode("segmentation").shape == (1, 2, 2, 8, 12)
     assert fc.decode("depth").shape == (1, 2, 2, 8, 12)
 
+    from featureflow.forecast.rollout import SampleStreams
+
     g = torch.Generator().manual_seed(3)
     den, vae = model.forecaster.denoiser, model.compressor
     with torch.no_grad():
@@ -213,7 +215,7 @@ def test_released_recipe_rollout_matches_a_manual_released_loop(bundle_d):
         expected = []
         for _ in range(2):
             z_ctx = vae.encode(window)
-            x = torch.randn(2, 4, 6, 16, generator=g)
+            x = SampleStreams(g, 2, 1).randn((2, 4, 6, 16), torch.device("cpu"), torch.float32)  # a stream per row
             for i in range(9):
                 x = x + (grid[i + 1] - grid[i]) * den.velocity(z_ctx, x, grid[i].expand(2))
             expected.append(x)
