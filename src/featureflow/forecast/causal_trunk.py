@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
-from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope
+from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
 
 __all__ = ["CausalTrunk", "context_mask", "teacher_mask"]
 
@@ -96,16 +96,22 @@ class CausalBlock(nn.Module):
         s_rope: tuple[Tensor, Tensor],
         mask: Tensor | None = None,
         past: tuple[Tensor, Tensor] | None = None,
+        window: tuple[Tensor, Tensor] | None = None,
+        c_act: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run the layer on ``z`` (b, n, hw, d) with conditioning ``c`` (b, n, d).
 
         ``t_rope`` holds the temporal angles of the n frames, ``mask`` (n, n) the temporal
         mask, ``past`` optional cached (rotated keys, values) (b, hw, H, m, hd) that the
-        frames' queries also attend to. Returns the new tokens and the frames' own
-        (unrotated) temporal keys and values, each (b, hw, H, n, hd).
+        frames' queries also attend to. ``window`` (one target frame, n = 1, no mask) is
+        the same cache held in (b, hw, H, m + 1, hd) buffers whose last slot is scratch:
+        the frame's rotated key and value are written there in place (no concatenation).
+        ``c_act`` is ``F.silu(c)`` when the caller computed it once for every layer.
+        Returns the new tokens and the frames' own (unrotated) temporal keys and values,
+        each (b, hw, H, n, hd).
         """
         b, n, hw, d = z.shape
-        mods = self.ada(F.silu(c)).unsqueeze(2).chunk(9, dim=-1)  # each (b, n, 1, d)
+        mods = self.ada(F.silu(c) if c_act is None else c_act).unsqueeze(2).chunk(9, dim=-1)  # each (b, n, 1, d)
         t_shift, t_scale, t_gate, s_shift, s_scale, s_gate, m_shift, m_scale, m_gate = mods
         # temporal attention, tokens (b, hw, H, n, hd)
         y = adaln_modulate(z, t_shift, t_scale)
@@ -113,12 +119,17 @@ class CausalBlock(nn.Module):
         tq, tk = self.temporal.q_norm, self.temporal.k_norm
         # k: the normalised, un-rotated keys (what the cache stores)
         qr, kr, k = qk_rmsnorm_rope(q, k, tq.weight, tk.weight, *t_rope, eps=tq.eps, return_normed_k=True)
-        if past is not None:
-            kr = torch.cat([past[0], kr], dim=-2)
-            vv = torch.cat([past[1], v], dim=-2)
+        if window is not None:  # one query per patch over the cached keys + its own key
+            window[0][..., -1:, :] = kr
+            window[1][..., -1:, :] = v
+            att = window_attention(qr, window[0], window[1])
         else:
-            vv = v
-        att = self.temporal.attend(qr, kr, vv, mask)
+            if past is not None:
+                kr = torch.cat([past[0], kr], dim=-2)
+                vv = torch.cat([past[1], v], dim=-2)
+            else:
+                vv = v
+            att = self.temporal.attend(qr, kr, vv, mask)
         z = z + t_gate * self.temporal.out(att.permute(0, 3, 1, 2, 4))
         # spatial attention within each frame, tokens (b, n, H, hw, hd)
         y = adaln_modulate(z, s_shift, s_scale)
@@ -306,7 +317,11 @@ class CausalTrunk(nn.Module):
         t: Tensor,
         cond: Tensor | None = None,
     ) -> Tensor:
-        """Velocity of the target ``x_t`` (b, h, w, C) at flow time ``t`` (b,) over a cached window."""
+        """Velocity of the target ``x_t`` (b, h, w, C) at flow time ``t`` (b,) over a cached window.
+
+        ``keys``/``values`` are per-layer (b, hw, H, m, hd) caches, concatenated with the
+        target's own key/value in every layer; :meth:`step_window` avoids that copy.
+        """
         b, h, w, _ = x_t.shape
         m = keys[0].shape[-2] if keys else 0
         z = self.embed_in(x_t).reshape(b, 1, h * w, self.width)
@@ -316,4 +331,29 @@ class CausalTrunk(nn.Module):
         for i, block in enumerate(self.blocks):
             past = (keys[i], values[i]) if m else None
             z, _, _ = block(z, c, t_rope, s_rope, past=past)
+        return self._final(z[:, 0], c[:, 0], h, w)
+
+    def step_window(
+        self,
+        key_window: tuple[Tensor, ...],
+        value_window: tuple[Tensor, ...],
+        x_t: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`step` over preallocated (b, hw, H, m + 1, hd) windows (m >= 1 context frames).
+
+        Each layer writes the target's rotated key and value into the windows' last slot
+        in place and attends over the whole window (:func:`featureflow.kernels.window_attention`),
+        so no cache is copied per network evaluation. Same value as :meth:`step`.
+        """
+        b, h, w, _ = x_t.shape
+        m = key_window[0].shape[-2] - 1
+        z = self.embed_in(x_t).reshape(b, 1, h * w, self.width)
+        c = self._conditioning(t[:, None], cond)
+        c_act = F.silu(c)
+        t_rope = self._time_rope(1, x_t.device, start=m)
+        s_rope = self._space_rope(h, w, x_t.device)
+        for block, kw, vw in zip(self.blocks, key_window, value_window):
+            z, _, _ = block(z, c, t_rope, s_rope, window=(kw, vw), c_act=c_act)
         return self._final(z[:, 0], c[:, 0], h, w)

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.forecast.causal_trunk import CausalTrunk, teacher_mask
-from featureflow.forecast.kv_cache import DenoiserState
+from featureflow.forecast.fast_sampling import COMPILED_STEPS, FastSampling, writable
+from featureflow.forecast.kv_cache import DenoiserState, context_views, with_scratch_slot
 from featureflow.forecast.vfmf_trunk import VFMFTrunk, convert_released_state_dict, released_config
 from featureflow.typing import Float, ShapeError, typechecked
 from featureflow.utils import Configurable, register_component
@@ -28,9 +29,8 @@ __all__ = ["Denoiser", "DenoiserState"]
 
 ARCHS = ("causal", "vfmf")
 
-
 @register_component
-class Denoiser(nn.Module, Configurable):
+class Denoiser(FastSampling, nn.Module, Configurable):
     """Velocity network v(x_t, t | context) for the next latent frame.
 
     Args:
@@ -180,6 +180,9 @@ class Denoiser(nn.Module, Configurable):
         if context is not None:
             self._check("context", context, context.shape[1])
         frames = x_t[:, None] if context is None else torch.cat([context, x_t[:, None]], dim=1)
+        dt = self.weight_dtype
+        if dt != frames.dtype:  # e.g. a bf16 sampling copy (sampling_copy) given fp32 latents
+            return self._cast_call(x_t.dtype, self.velocity, context, x_t, t, cond)
         if self.arch == "vfmf":
             return self.trunk(frames, t)[:, -1]
         times = torch.cat([frames.new_ones(b, frames.shape[1] - 1), t[:, None].to(frames.dtype)], dim=1)
@@ -260,9 +263,16 @@ class Denoiser(nn.Module, Configurable):
         self._check("context", context, context.shape[1])
         if self.arch == "vfmf" or context.shape[1] == 0:
             return DenoiserState(frames=context)
-        keys, values = self.trunk.encode_frames(context)
+        keys, values = self.trunk.encode_frames(context.to(self.weight_dtype))
+        return self._causal_state(context, tuple(keys), tuple(values))
+
+    def _causal_state(self, frames: Tensor, raw_keys: tuple[Tensor, ...], values: tuple[Tensor, ...]) -> DenoiserState:
+        """A causal state whose rotated keys and values sit in windows with a scratch slot."""
+        key_window = tuple(with_scratch_slot(k) for k in self.trunk.rotate_keys(raw_keys))
+        value_window = tuple(with_scratch_slot(v) for v in values)
         return DenoiserState(
-            frames=context, keys=self.trunk.rotate_keys(keys), raw_keys=tuple(keys), values=tuple(values)
+            frames=frames, keys=context_views(key_window), raw_keys=raw_keys, values=context_views(value_window),
+            key_window=key_window, value_window=value_window,
         )
 
     @typechecked
@@ -292,7 +302,14 @@ class Denoiser(nn.Module, Configurable):
         t = self._times(t, b)
         if self.arch == "vfmf" or state.num_frames == 0:
             return self.velocity(state.frames if state.num_frames else None, x_t, t, cond)
-        return self.trunk.step(state.keys, state.values, x_t, t.to(x_t.dtype), cond)
+        dt = self.weight_dtype
+        xt, tt, cc = x_t.to(dt), t.to(dt), None if cond is None else cond.to(dt)
+        if state.key_window and writable(state.key_window[0]):
+            fn = COMPILED_STEPS.get(self, self.trunk.step_window)
+            v = fn(state.key_window, state.value_window, xt, tt, cc)
+        else:
+            v = self.trunk.step(state.keys, state.values, xt, tt, cc)
+        return v.to(x_t.dtype)
 
     @typechecked
     def append(self, state: DenoiserState, frame: Float[Tensor, "b h w C"]) -> DenoiserState:
@@ -315,7 +332,7 @@ class Denoiser(nn.Module, Configurable):
         frames = frames[:, -self.max_context :]
         if self.arch == "vfmf":
             return DenoiserState(frames=frames)
-        new_keys, new_values = self.trunk.encode_frames(frame[:, None])
+        new_keys, new_values = self.trunk.encode_frames(frame[:, None].to(self.weight_dtype))
         keep = self.max_context - 1
 
         def slide(old: tuple[Tensor, ...], new: list[Tensor]) -> tuple[Tensor, ...]:
@@ -323,10 +340,7 @@ class Denoiser(nn.Module, Configurable):
                 return tuple(new)
             return tuple(torch.cat([o[..., -keep:, :] if keep else o[..., :0, :], n], dim=-2) for o, n in zip(old, new))
 
-        raw_keys = slide(state.raw_keys, new_keys)
-        return DenoiserState(
-            frames=frames, keys=self.trunk.rotate_keys(raw_keys), raw_keys=raw_keys, values=slide(state.values, new_values)
-        )
+        return self._causal_state(frames, slide(state.raw_keys, new_keys), slide(state.values, new_values))
 
     def _check_state(self, state: DenoiserState, x: Tensor) -> None:
         if not isinstance(state, DenoiserState):

@@ -1,4 +1,5 @@
-"""`DenoiserState`: the sliding context window of a rollout, with the causal arch's K/V cache."""
+"""`DenoiserState`: the sliding context window of a rollout, with the causal arch's K/V cache
+(held in preallocated windows with one scratch slot for the frame being sampled)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from torch import Tensor
 
-__all__ = ["DenoiserState"]
+__all__ = ["DenoiserState", "with_scratch_slot", "context_views"]
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,17 @@ class DenoiserState:
         raw_keys: the same keys before the rotary embedding (re-rotated when the window
             slides; rotation is an elementwise product, no network evaluation).
         values: per layer, the temporal-attention values, same shape as ``keys``.
+        key_window: causal arch only: per layer, a preallocated (b, h*w, heads, m + 1,
+            head_dim) buffer whose first ``m`` slots hold ``keys`` (``keys`` is a view of
+            it) and whose last slot is scratch: each :meth:`Denoiser.step` writes the
+            target frame's key there in place instead of concatenating it to the cache
+            (``()``: no buffer; the step then concatenates).
+        value_window: the same for ``values``.
 
     ``keys``/``raw_keys``/``values`` are empty tuples for ``arch="vfmf"`` (no cache: each
-    step recomputes the whole window).
+    step recomputes the whole window). Only the scratch slot of a window is ever written
+    after the state is built, so ``keys``/``values`` never change; two steps on the same
+    state must not run concurrently (they share the scratch slot).
 
     Example:
         >>> import torch
@@ -42,6 +51,8 @@ class DenoiserState:
     keys: tuple[Tensor, ...] = ()
     raw_keys: tuple[Tensor, ...] = ()
     values: tuple[Tensor, ...] = ()
+    key_window: tuple[Tensor, ...] = ()
+    value_window: tuple[Tensor, ...] = ()
 
     @property
     def batch_size(self) -> int | None:
@@ -79,10 +90,41 @@ class DenoiserState:
         def rep(ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             return tuple(x.repeat_interleave(num_samples, dim=0) for x in ts)
 
+        if self.key_window:  # repeat the buffers; keys/values stay views of them
+            key_window, value_window = rep(self.key_window), rep(self.value_window)
+            keys, values = context_views(key_window), context_views(value_window)
+        else:
+            key_window, value_window, keys, values = (), (), rep(self.keys), rep(self.values)
         return replace(
             self,
             frames=self.frames.repeat_interleave(num_samples, dim=0),
-            keys=rep(self.keys),
+            keys=keys,
             raw_keys=rep(self.raw_keys),
-            values=rep(self.values),
+            values=values,
+            key_window=key_window,
+            value_window=value_window,
         )
+
+
+def with_scratch_slot(x: Tensor) -> Tensor:
+    """``x`` (..., m, d) copied into a new (..., m + 1, d) buffer whose last slot is uninitialised.
+
+    Example:
+        >>> import torch
+        >>> with_scratch_slot(torch.ones(2, 3, 4))[..., :3, :].sum().item()
+        24.0
+    """
+    buf = x.new_empty(*x.shape[:-2], x.shape[-2] + 1, x.shape[-1])
+    buf[..., :-1, :] = x
+    return buf
+
+
+def context_views(windows: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """The context slots (..., :m, :) of (..., m + 1, d) window buffers, as views.
+
+    Example:
+        >>> import torch
+        >>> context_views((torch.zeros(1, 5, 2),))[0].shape
+        torch.Size([1, 4, 2])
+    """
+    return tuple(w[..., :-1, :] for w in windows)

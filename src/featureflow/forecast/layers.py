@@ -86,7 +86,8 @@ class TimeEmbedding(nn.Module):
         nn.init.normal_(self.mlp.fc2.weight, std=0.02)
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(timestep_embedding(t, self.frequency_dim))
+        emb = timestep_embedding(t, self.frequency_dim)
+        return self.mlp(emb.to(self.mlp.fc1.weight.dtype))  # float32 unless the weights were cast (bf16 sampling)
 
 
 class CondEmbedding(nn.Module):

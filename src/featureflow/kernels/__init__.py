@@ -15,7 +15,7 @@ Example:
 """
 
 from featureflow.kernels.adaln import adaln_modulate
-from featureflow.kernels.attention import sdpa
+from featureflow.kernels.attention import SMALL_ATTENTION_ELEMENTS, sdpa, window_attention
 from featureflow.kernels.compile import COMPILE_ENV_VAR, CompileReport, compile_step, graph_breaks, sampling_autocast
 from featureflow.kernels.dispatch import (
     ENV_VAR,
@@ -46,6 +46,8 @@ __all__ = [
     "axpy",
     "heun_combine",
     "sdpa",
+    "window_attention",
+    "SMALL_ATTENTION_ELEMENTS",
     "adaln_modulate_ref",
     "rmsnorm_ref",
     "rope_ref",

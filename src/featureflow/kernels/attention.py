@@ -13,9 +13,24 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+import torch
+
 from featureflow.typing import Float
 
-__all__ = ["sdpa"]
+__all__ = ["sdpa", "window_attention", "SMALL_ATTENTION_ELEMENTS"]
+
+#: At or below this many key elements, eager :func:`window_attention` computes the scores
+#: and the weighted sum elementwise; above, it calls SDPA. 0 (SDPA always in eager):
+#: on this CPU the elementwise form was no faster in the causal step at sizes (a)/(b)
+#: (docs/speed.md). Under ``torch.compile`` the elementwise form is always used (it fuses).
+SMALL_ATTENTION_ELEMENTS = 0
+
+
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except Exception:  # pragma: no cover - very old torch
+        return False
 
 
 def sdpa(
@@ -59,3 +74,43 @@ def sdpa(
         attn_mask=mask, dropout_p=dropout_p,
     )  # fmt: skip
     return out.reshape(*lead, *out.shape[-3:])
+
+
+def window_attention(
+    q: Float[Tensor, "*batch heads 1 hd"],
+    k: Float[Tensor, "*batch heads m hd"],
+    v: Float[Tensor, "*batch heads m hdv"],
+) -> Float[Tensor, "*batch heads 1 hdv"]:
+    """Unmasked attention of one query per row over a few keys (the causal step's temporal attention).
+
+    With few keys per query (m <= 5 in a rollout) the scores ``(q k) / sqrt(hd)``, their
+    softmax over the m keys and the weighted sum of values can be computed elementwise
+    (same value, float rounding aside), which ``torch.compile`` fuses into one loop; in
+    eager mode inputs with more than :data:`SMALL_ATTENTION_ELEMENTS` key elements go
+    through :func:`sdpa` (the default threshold 0 sends all of them there).
+
+    Args:
+        q: queries (..., heads, 1, head_dim).
+        k: keys (..., heads, m, head_dim), the same leading axes as ``q``.
+        v: values (..., heads, m, head_dim_v).
+
+    Returns:
+        (..., heads, 1, head_dim_v).
+
+    Example:
+        >>> import torch
+        >>> q, k, v = torch.randn(2, 3, 1, 8), torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)
+        >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        >>> bool(torch.allclose(window_attention(q, k, v), ref, atol=1e-6))
+        True
+    """
+    if q.shape[-2] != 1 or q.ndim != k.ndim or k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(
+            f"window_attention: expected q (..., heads, 1, hd), k (..., heads, m, hd), v (..., heads, m, hdv); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.numel() > SMALL_ATTENTION_ELEMENTS and not _compiling():
+        return sdpa(q, k, v)
+    scores = (q * k).sum(-1, keepdim=True) * (q.shape[-1] ** -0.5)  # (..., m, 1)
+    weights = torch.softmax(scores, dim=-2)
+    return (weights * v).sum(-2, keepdim=True)

@@ -1,0 +1,112 @@
+"""The sampling fast path: K/V windows with a scratch slot, bf16 weight copies, compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featureflow.forecast import Denoiser, FlowForecaster
+from featureflow.kernels import window_attention
+from featureflow.world.sampling_speed import sampling_forecaster
+
+C = 8
+
+
+def randomised() -> Denoiser:
+    torch.manual_seed(3)
+    den = Denoiser(latent_dim=C, width=32, depth=2, heads=2, max_context=3)
+    with torch.no_grad():
+        for p in den.parameters():
+            if bool((p == 0).all()):
+                p.normal_(std=0.2)
+    return den.eval()
+
+
+def test_window_step_equals_concatenating_step_and_keeps_the_cache():
+    den = randomised()
+    ctx, x, t = torch.randn(2, 3, 4, 5, C), torch.randn(2, 4, 5, C), torch.rand(2)
+    with torch.no_grad():
+        state = den.prefill(ctx)
+        keys = [k.clone() for k in state.keys]
+        assert state.key_window[0].shape[-2] == 4 and state.keys[0].data_ptr() == state.key_window[0].data_ptr()
+        fast = den.step(state, x, t)
+        slow = den.trunk.step(state.keys, state.values, x, t)
+        torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(fast, den.velocity(ctx, x, t), atol=1e-5, rtol=1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(keys, state.keys))  # only the scratch slot is written
+        big = state.expand(3)
+        assert big.keys[0].data_ptr() == big.key_window[0].data_ptr()
+        torch.testing.assert_close(den.step(big, x.repeat_interleave(3, 0), t.repeat_interleave(3, 0))[::3], fast,
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_inference_state_used_outside_inference_mode_falls_back():
+    den = randomised()
+    ctx, x, t = torch.randn(1, 2, 3, 3, C), torch.randn(1, 3, 3, C), torch.rand(1)
+    with torch.inference_mode():
+        state = den.prefill(ctx)
+        want = den.step(state, x, t)
+    with torch.no_grad():
+        torch.testing.assert_close(den.step(state, x, t), want, atol=1e-6, rtol=1e-6)
+
+
+def test_window_attention_matches_sdpa_and_rejects_many_queries():
+    q, k, v = torch.randn(3, 2, 1, 8), torch.randn(3, 2, 5, 8), torch.randn(3, 2, 5, 8)
+    import featureflow.kernels.attention as attention
+
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    old = attention.SMALL_ATTENTION_ELEMENTS
+    try:
+        attention.SMALL_ATTENTION_ELEMENTS = 1 << 30  # the elementwise form
+        torch.testing.assert_close(window_attention(q, k, v), ref, atol=1e-6, rtol=1e-5)
+    finally:
+        attention.SMALL_ATTENTION_ELEMENTS = old
+    with pytest.raises(ValueError, match="q \\(..., heads, 1, hd\\)"):
+        window_attention(torch.randn(3, 2, 2, 8), k, v)
+
+
+def test_bf16_sampling_copy_is_fp32_in_and_out_and_close():
+    den = randomised()
+    fast = den.sampling_copy(torch.bfloat16)
+    assert den.weight_dtype == torch.float32 and fast.weight_dtype == torch.bfloat16
+    ctx, x, t = torch.randn(2, 3, 4, 4, C), torch.randn(2, 4, 4, C), torch.rand(2)
+    with torch.no_grad():
+        want = den.velocity(ctx, x, t)
+        state = fast.append(fast.prefill(ctx[:, :2]), ctx[:, 2])
+        got = fast.step(state, x, t)
+        assert got.dtype == torch.float32 and state.frames.dtype == torch.float32
+        assert float((got - want).norm() / want.norm()) < 0.05
+        assert fast.velocity(ctx, x, t).dtype == torch.float32
+
+
+def test_forecaster_options_bf16_copy_is_cached_and_refreshed():
+    fc = FlowForecaster(randomised())
+    assert sampling_forecaster(fc) is fc
+    a = sampling_forecaster(fc, "bf16")
+    assert a is sampling_forecaster(fc, "bf16") and a.denoiser.weight_dtype == torch.bfloat16
+    with torch.no_grad():
+        next(fc.parameters()).add_(1.0)  # new weights: a new copy
+    assert sampling_forecaster(fc, "bf16") is not a
+    with pytest.raises(ValueError, match="precision must be one of"):
+        sampling_forecaster(fc, "fp8")
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.randn(1, 2, 3, 3, C)
+    r32 = fc.rollout(ctx, 2, 2, "heun", 2, generator=torch.Generator().manual_seed(0))
+    r16 = sampling_forecaster(fc, "bf16").rollout(ctx, 2, 2, "heun", 2, generator=g)
+    assert r16.latents.dtype == torch.float32
+    assert float((r16.latents - r32.latents).norm() / r32.latents.norm()) < 0.05
+
+
+def test_compiled_step_matches_eager():
+    den = randomised()
+    ctx, x, t = torch.randn(1, 2, 3, 3, C), torch.randn(1, 3, 3, C), torch.rand(1)
+    with torch.no_grad():
+        state = den.prefill(ctx)
+        want = den.step(state, x, t)
+        den.compile_sampling(backend="eager")  # traced by Dynamo, run without code generation
+        try:
+            assert den.sampling_compiled
+            torch.testing.assert_close(den.step(state, x, t), want, atol=1e-6, rtol=1e-6)
+        finally:
+            den.compile_sampling(False)
+    assert not den.sampling_compiled
