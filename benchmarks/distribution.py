@@ -1,24 +1,27 @@
 """Distribution scores: K sampled futures vs M true futures branched from the same state.
 
-For each of N held-out test contexts (the model's max_context frames, its stride and
-warm-up), `ToyWorld.branch` draws M true futures from the simulator state of the last
-context frame (objects turn at random, so the futures differ). The model draws K futures.
-Per forecast step (t+1 and t+3) we report:
+For each of N held-out contexts (the first N seeds of the split; the model's stride and
+warm-up), `ToyWorld.branch` draws M true futures of 3 frames from the simulator state of
+the last context frame (objects turn at random, so the futures differ); they are encoded
+by the model's encoder + compressor (``WorldModel.encode``). The model draws K futures
+from the last |C| context frames, |C| ∈ {1, max_context}. Per |C| and forecast step (t+1,
+t+3):
 
-* energy distance (2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖, unbiased, ≥ 0 in expectation, 0 iff the
-  distributions agree) in feature space (the encoder's features of the true futures after
-  the compressor round trip vs the forecast features) and in decoded space (depth maps
-  average-pooled 4×, in metres; the true futures' depth is decoded by the same probe from
-  their round-tripped features, so probe and compressor errors do not count against the
-  forecasters);
-* coverage: the fraction of true futures with a sample within radius r (RMS distance),
-  at r = ½·m and r = m, where m = the median (over contexts and futures) RMS distance
-  between a true future and the last context frame, i.e. how far the scene typically
-  moves by that step.
+* **spread ratio** = mean over contexts of the mean pairwise L2 distance between the K
+  sampled latent frames (h·w·C values) ÷ mean over contexts of the mean pairwise distance
+  between the M true futures' latents (a ratio of means, because at t+1 the true futures of
+  a context often do not differ at all); 1 = as spread as the truth, > 1 over-dispersed,
+  < 1 under-dispersed; bootstrap interval over contexts;
+* **energy distance** 2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖ (within-set terms over distinct pairs, 0
+  in expectation iff the distributions agree) between the forecast set and the true set,
+  (a) in latent space (L2 over the latent frame) and (b) in decoded segmentation: each
+  class map one-hot encoded and average-pooled ``pool``×``pool`` (the class fractions of
+  each block, L2 over classes × blocks); the true futures' segmentation is decoded by the
+  same probe from their latents, so probe errors do not count against the forecasters.
 
-Rows: flow samples; regression (K copies of its single prediction); copy-last-frame
-(K copies); and a second independent draw of K true futures (the noise floor of a finite
-sample). Figures are means over contexts ± 1.96·SE.
+Rows: flow samples; regression (K copies of its single prediction); copy-last-frame (K
+copies); a second independent draw of K true futures (the noise floor of finite sets).
+Figures are means over contexts ± 1.96·SE.
 """
 
 from __future__ import annotations
@@ -32,104 +35,107 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, fmt, interval, load, md_table, setup, write_json  # noqa: E402
+from _common import base_parser, bootstrap_ratio, fmt, interval, load, md_table, setup, write_json  # noqa: E402
 
+FORMAT = 2
 HORIZON = 3
 STEPS = {"t+1": 0, "t+3": 2}
+FLOW, REG, COPY, TRUTH2 = "flow", "regression", "copy last frame", "true futures (2nd draw)"
 
 
-def _rms_pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """RMS distances (n, m) between flattened rows of a (n, ...) and b (m, ...)."""
-    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
-    return torch.cdist(a, b) / a.shape[1] ** 0.5
+def mean_pairwise(x: torch.Tensor) -> torch.Tensor:
+    """Mean L2 distance over distinct pairs of x (b, n, ...) → (b,)."""
+    f = x.flatten(2).double()
+    n = f.shape[1]
+    return torch.cdist(f, f).sum((1, 2)) / (n * (n - 1))
 
 
-def _round_trip(wm: Any, feats: torch.Tensor) -> torch.Tensor:
-    """Features (n, k, h, w, D) → compressor latents → features."""
-    return wm.compressor.decode(wm.compressor.encode(feats.flatten(0, 1))).reshape(feats.shape)
+def seg_blocks(seg: torch.Tensor, num_classes: int, pool: int) -> torch.Tensor:
+    """Class maps (..., H, W) → one-hot average-pooled class fractions (..., classes·H/pool·W/pool)."""
+    lead = seg.shape[:-2]
+    oh = F.one_hot(seg.reshape(-1, *seg.shape[-2:]).long(), num_classes).permute(0, 3, 1, 2).float()
+    return F.avg_pool2d(oh, pool).reshape(*lead, -1)
 
 
 def run(args: Any) -> dict[str, Any]:
     from featureflow.demo_forecast import copy_last_forecast
-    from featureflow.encoders import encode_frames
     from featureflow.metrics import energy_distance
 
     setup(args.threads)
     wm, world, data = load(args.model)
-    n_ctx = args.contexts or (2 if args.quick else 24)
-    K = args.samples or (3 if args.quick else 16)
+    n_ctx = args.contexts or (2 if args.quick else 32)
+    K = args.samples or (3 if args.quick else 8)
     M = args.futures or (3 if args.quick else 16)
-    c = wm.max_context
+    c_max = wm.max_context
+    contexts = sorted({1, c_max})
     stride, warmup = data["stride"], data["warmup"]
-    seeds = world.split_seeds("test")
+    ncls = len(world.CLASSES)
+    seeds = world.split_seeds(args.split)
+    has_reg = "regression" in wm.baselines
     t0 = time.perf_counter()
-    # space -> step -> row -> list of (K or M, ...) tensors per context; truth sets kept aside
-    sets: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}
+    # acc[ckey][space][row] -> list of per-context (b, k) values
+    ed: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}
+    spread: dict[str, dict[str, list[torch.Tensor]]] = {}
 
-    def add(space: str, row: str, step: str, x: torch.Tensor) -> None:
-        sets.setdefault(space, {}).setdefault(step, {}).setdefault(row, []).append(x)
+    def add(store: dict, keys: tuple[str, ...], v: torch.Tensor) -> None:
+        for k in keys[:-1]:
+            store = store.setdefault(k, {})
+        store.setdefault(keys[-1], []).append(v.double())
 
-    pool = args.pool
-    for i in range(n_ctx):
-        seed = seeds[i]
-        clip = world.clip(seed, c, stride=stride, start=warmup)
-        state = world.state_at(seed, warmup + (c - 1) * stride)
-        truth = world.branch(state, M, HORIZON, seed=0, stride=stride)
-        truth2 = world.branch(state, K, HORIZON, seed=1, stride=stride)
-        ctx = clip.rgb[None]
-        g = torch.Generator().manual_seed(args.seed + i)
-        fcs = {"flow": wm.forecast(ctx, HORIZON, K, solver=args.solver, steps=args.steps, generator=g)}
-        if "regression" in wm.baselines:
-            fcs["regression"] = wm.forecast(ctx, HORIZON, 1, baseline="regression")
-        fcs["copy last frame"] = copy_last_forecast(wm, ctx, HORIZON)
+    for lo in range(0, n_ctx, args.batch):
+        ids = range(lo, min(lo + args.batch, n_ctx))
+        frames, truth, truth2 = [], [], []
+        for i in ids:
+            frames.append(world.clip(seeds[i], c_max, stride=stride, start=warmup).rgb)
+            state = world.state_at(seeds[i], warmup + (c_max - 1) * stride)
+            truth.append(world.branch(state, M, HORIZON, seed=0, stride=stride).rgb)
+            truth2.append(world.branch(state, K, HORIZON, seed=1, stride=stride).rgb)
+        frames = torch.stack(frames)
+        size = tuple(frames.shape[-2:])
         with torch.no_grad():
-            # true futures go through the compressor round trip, like every forecast's features, so
-            # the compressor's own error is not counted against the forecasters
-            true_feats = _round_trip(wm, encode_frames(wm.encoder, truth.rgb))  # (M, k, h, w, D)
-            true2_feats = _round_trip(wm, encode_frames(wm.encoder, truth2.rgb))
-            last_feats = _round_trip(wm, encode_frames(wm.encoder, clip.rgb[None, -1:]))[0]  # (1, h, w, D)
-        far = world.far
-        size = tuple(clip.rgb.shape[-2:])
-        probe_depth = lambda f: wm.decode_features(f, "depth", size).float()  # noqa: E731
-        down = lambda d: F.avg_pool2d(d.clamp(max=far).reshape(-1, 1, *d.shape[-2:]), pool).reshape(*d.shape[:-2], -1)  # noqa: E731
-        for step, j in STEPS.items():
-            add("features", "_truth", step, true_feats[:, j])
-            add("features", "_last", step, last_feats)
-            add("depth", "_last", step, down(probe_depth(last_feats)))
-            add("depth", "_truth", step, down(probe_depth(true_feats[:, j])))
-            add("features", "true futures (2nd draw)", step, true2_feats[:, j])
-            add("depth", "true futures (2nd draw)", step, down(probe_depth(true2_feats[:, j])))
-            for name, fc in fcs.items():
-                feats = fc.features[0, :, j]
-                depth = down(fc.decode("depth")[0, :, j].float())
-                reps = K // feats.shape[0]
-                add("features", name, step, feats.repeat_interleave(reps, 0))
-                add("depth", name, step, depth.repeat_interleave(reps, 0))
-        if (i + 1) % 4 == 0 or i + 1 == n_ctx:
-            print(f"distribution: {i + 1}/{n_ctx} contexts ({time.perf_counter() - t0:.0f} s)", flush=True)
+            z_t = torch.stack([wm.encode(t) for t in truth])  # (b, M, k, h, w, C)
+            z_t2 = torch.stack([wm.encode(t) for t in truth2])
+            s_t = wm.decode_latents(z_t, "segmentation", size)  # (b, M, k, H, W)
+            s_t2 = wm.decode_latents(z_t2, "segmentation", size)
+        truth_sets = {"latent": z_t, "segmentation": seg_blocks(s_t, ncls, args.pool)}
+        for c in contexts:
+            ckey = f"|C|={c}"
+            ctx = frames[:, c_max - c :]
+            g = torch.Generator().manual_seed(args.seed + lo)
+            fcs = {FLOW: wm.forecast(ctx, HORIZON, K, solver=args.solver, steps=args.steps, generator=g)}
+            if has_reg:
+                fcs[REG] = wm.forecast(ctx, HORIZON, 1, baseline="regression")
+            fcs[COPY] = copy_last_forecast(wm, ctx, HORIZON)
+            sets = {name: {"latent": fc.latents.expand(-1, K, *fc.latents.shape[2:]),
+                           "segmentation": seg_blocks(fc.decode("segmentation"), ncls, args.pool)
+                           .expand(-1, K, -1, -1)} for name, fc in fcs.items()}
+            sets[TRUTH2] = {"latent": z_t2, "segmentation": seg_blocks(s_t2, ncls, args.pool)}
+            for step, j in STEPS.items():
+                add(spread, (ckey, step, "samples"), mean_pairwise(fcs[FLOW].latents[:, :, j]))
+                add(spread, (ckey, step, "truth"), mean_pairwise(z_t[:, :, j]))
+                for name, sp in sets.items():
+                    for space, x in sp.items():
+                        y = truth_sets[space][:, :, j]
+                        add(ed, (ckey, step, space, name),
+                            energy_distance(x[:, :, j].float(), y.float(), reduction="none"))
+        print(f"distribution: {min(lo + args.batch, n_ctx)}/{n_ctx} contexts ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
     results: dict[str, Any] = {}
-    for space, steps in sets.items():
-        for step, rows in steps.items():
-            truth_sets = torch.stack(rows.pop("_truth"))  # (n, M, ...)
-            last = rows.pop("_last")
-            motion = torch.cat([_rms_pairwise(t, l).flatten() for t, l in zip(truth_sets, last)])
-            radius = 0.5 * float(motion.median())
-            out = results.setdefault(space, {}).setdefault(step, {"coverage_radius": radius, "rows": {}})
-            for name, xs in rows.items():
-                x = torch.stack(xs).float()
-                ed = energy_distance(x, truth_sets.float(), reduction="none")
-                nearest = torch.stack([_rms_pairwise(t, s).min(dim=1).values for s, t in zip(x, truth_sets)])
-                cov = (nearest <= radius).double().mean(dim=1) * 100
-                cov2 = (nearest <= 2 * radius).double().mean(dim=1) * 100
-                out["rows"][name] = {"energy_distance": interval(ed), "coverage": interval(cov),
-                                     "coverage_2r": interval(cov2)}
-            flow = out["rows"]["flow"]["energy_distance"]["mean"]
-            if "regression" in out["rows"] and flow > 0:
-                out["regression_over_flow"] = out["rows"]["regression"]["energy_distance"]["mean"] / flow
-    res = {"benchmark": "distribution", "model": str(args.model), "quick": bool(args.quick),
-           "protocol": {"contexts": n_ctx, "samples_K": K, "true_futures_M": M, "context_frames": c,
-                        "stride": stride, "warmup": warmup, "horizon": HORIZON, "depth_pool": pool,
-                        "solver": args.solver, "steps": args.steps},
+    for ckey, steps in ed.items():
+        for step, spaces in steps.items():
+            s, t = torch.cat(spread[ckey][step]["samples"]), torch.cat(spread[ckey][step]["truth"])
+            out = results.setdefault(ckey, {}).setdefault(step, {})
+            out["spread"] = {"samples": interval(s), "truth": interval(t),
+                             "ratio": bootstrap_ratio(s, t, seed=args.seed)}
+            out["energy_distance"] = {space: {name: interval(torch.cat(v)) for name, v in rows.items()}
+                                      for space, rows in spaces.items()}
+            if has_reg:
+                out["energy_gap_regression_minus_flow"] = {
+                    space: interval(torch.cat(rows[REG]) - torch.cat(rows[FLOW])) for space, rows in spaces.items()}
+    res = {"benchmark": "distribution", "format": FORMAT, "model": str(args.model), "quick": bool(args.quick),
+           "protocol": {"contexts": n_ctx, "samples_K": K, "true_futures_M": M, "context_lengths": contexts,
+                        "stride": stride, "warmup": warmup, "horizon": HORIZON, "seg_pool": args.pool,
+                        "solver": args.solver, "steps": args.steps, "split": args.split},
            "results": results, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(Path(args.out) / "distribution.json", res)
     print(markdown(res))
@@ -137,38 +143,47 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any], img_prefix: str = "benchmarks/") -> str:
+    if res.get("format", 1) < 2:
+        return ("The stored `distribution.json` is from the previous protocol (energy distance in decoded depth, "
+                "no spread ratio): not run with this version of `benchmarks/distribution.py`.\n")
     p = res["protocol"]
-    out = [f"N={p['contexts']} test contexts of {p['context_frames']} frames, M={p['true_futures_M']} true futures "
-           f"(`ToyWorld.branch`) vs K={p['samples_K']} samples ({p['solver']}, {p['steps']} NFE); depth pooled "
-           f"{p['depth_pool']}×. Energy distance ↓ (0 = same distribution), coverage ↑ = % of true futures "
-           f"with a sample within r or 2r (RMS distance), r = half the typical distance the scene moves by "
-           f"that step (median RMS distance of a true future from the last context frame).", ""]
-    for space, steps in res["results"].items():
-        label = ("feature space (encoder features, compressor round trip)" if space == "features"
-                 else "decoded depth (metres; truth decoded by the same probe)")
-        keys = {"energy_distance": "energy dist. ↓", "coverage": "coverage@r % ↑", "coverage_2r": "coverage@2r % ↑"}
-        headers = ["row"] + [f"{s}: {k}" for s in steps for k in keys.values()]
-        names = list(next(iter(steps.values()))["rows"])
-        table = [[n] + [fmt(steps[s]["rows"][n].get(k), 3 if k == "energy_distance" else 1) for s in steps for k in keys]
-                 for n in names]
-        out += [f"**{label}** (coverage radius r: " + ", ".join(f"{s}: {v['coverage_radius']:.3g}"
-                                                                   for s, v in steps.items()) + ")\n",
-                md_table(headers, table), ""]
-        ratios = {s: v.get("regression_over_flow") for s, v in steps.items() if v.get("regression_over_flow")}
-        if ratios:
-            out += ["Regression's energy distance is " + ", ".join(f"{r:.2f}× the flow's at {s}"
-                                                                  for s, r in ratios.items()) + ".", ""]
+    out = [f"N={p['contexts']} {p['split']} contexts, M={p['true_futures_M']} true futures (`ToyWorld.branch` from "
+           f"the last context frame's state) vs K={p['samples_K']} samples ({p['solver']}, {p['steps']} NFE); "
+           f"segmentation one-hot, pooled {p['seg_pool']}×{p['seg_pool']}.", ""]
+    sp = [[c, s, fmt(v["spread"]["samples"]), fmt(v["spread"]["truth"]), fmt(v["spread"]["ratio"])]
+          for c, hs in res["results"].items() for s, v in hs.items()]
+    out += ["**Spread of the samples vs the true futures** (mean pairwise L2 distance between latent frames; "
+            "ratio 1 = calibrated spread, > 1 over-dispersed):", "",
+            md_table(["context", "step", "samples", "true futures", "ratio"], sp), ""]
+    for space, label in (("latent", "latent space"), ("segmentation", "decoded segmentation")):
+        rows, names = [], []
+        for hs in res["results"].values():
+            for v in hs.values():
+                names = list(v["energy_distance"][space])
+        for name in names:
+            rows.append([name] + [fmt(v["energy_distance"][space][name], 3) for hs in res["results"].values()
+                                  for v in hs.values()])
+        heads = [f"{c} {s}" for c, hs in res["results"].items() for s in hs]
+        out += [f"**Energy distance to the true futures, {label}** (↓, 0 = same distribution):", "",
+                md_table(["row", *heads], rows), ""]
+    gaps = [f"{c} {s}: latent {fmt(v['energy_gap_regression_minus_flow']['latent'], 3)}, segmentation "
+            f"{fmt(v['energy_gap_regression_minus_flow']['segmentation'], 3)}"
+            for c, hs in res["results"].items() for s, v in hs.items() if "energy_gap_regression_minus_flow" in v]
+    if gaps:
+        out += ["Regression − flow energy distance (paired; > 0 = the flow's set is closer to the true futures): "
+                + "; ".join(gaps) + ".", ""]
     return "\n".join(out)
 
 
 def parser() -> Any:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--contexts", type=int, default=None, help="test contexts (default 24; 2 with --quick)")
-    p.add_argument("--samples", type=int, default=None, help="K samples (default 16; 3 with --quick)")
+    p.add_argument("--contexts", type=int, default=None, help="contexts (default 32; 2 with --quick)")
+    p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 3 with --quick)")
     p.add_argument("--futures", type=int, default=None, help="M true futures (default 16; 3 with --quick)")
-    p.add_argument("--pool", type=int, default=4, help="depth average-pool factor")
+    p.add_argument("--pool", type=int, default=4, help="segmentation average-pool factor")
     p.add_argument("--solver", default="heun")
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8, help="contexts per forecast batch")
     return p
 
 

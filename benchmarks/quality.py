@@ -1,22 +1,34 @@
 """Forecast quality on held-out ToyWorld clips: flow vs regression vs copy-last vs the oracle.
 
 Protocol (also written into docs/benchmarks.md): the first N clips of the ToyWorld test
-split, frames ``stride`` simulation steps apart (the model's training stride), starting
-after the model's warm-up. Every clip has ``c_max + 3`` frames; for each context length
-|C| ∈ {1, 2, 4} (those ≤ the model's max_context) the last |C| of the first ``c_max``
-frames are the context, and the following 3 frames are forecast autoregressively. The
-short horizon is the first forecast frame, the mid horizon the third. Stochastic rows draw
-K samples per clip and report the mean over samples of the per-sample metric and
-best-of-K; every figure is a mean over clips ± 1.96 · standard error.
+split (``--split val`` for tuning), frames ``stride`` simulation steps apart (the model's
+training stride), starting after the model's warm-up. Every clip has ``c_max + 3`` frames;
+for each context length |C| ∈ {1, 2, 4} (those ≤ the model's max_context) the last |C| of
+the first ``c_max`` frames are the context, and the following 3 frames are forecast
+autoregressively; t+1 is the first forecast frame, t+3 the third.
+
+Rows per |C| and step: the flow's K samples scored one by one (mean of K) and the best
+sample per metric (best of K); the flow **ensemble mean** as the released VFMF evaluation
+does it (the mean of the first k sampled *features*, decoded by the probes, k ∈ {1, 2, 4,
+8}); regression; copy-last-frame; the oracle (the probes on the true future's features
+after the compressor round trip). Skill over copy-last = (row − copy-last)/(oracle −
+copy-last) of the object-class mIoU (ratio of the means over clips, bootstrap interval).
+Latent error on moving vs static patches: per clip and step, moving = the top 10 % of
+patches by ‖z(t+k) − z(last context)‖ (L2 over channels, true future latents), static =
+the bottom 50 %; the latent MSE on each set of the flow (per sample, then the mean over
+samples), of the flow's ensemble mean latent, of regression and of copy-last.
+
+Every figure is a mean over clips ± 1.96 · standard error.
 
 Run::
 
-    python benchmarks/quality.py --model toyworld            # full
+    python benchmarks/quality.py --model toyworld            # full, test split
     python benchmarks/quality.py --model /tmp/m --quick      # smoke run
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,11 +38,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    METRICS, base_parser, fmt, image_scores, interval, load, md_table, setup, stack, test_clips, write_json,
+    METRICS, base_parser, bootstrap_ratio, dense_scores, fmt, interval, load, md_table, object_classes, setup,
+    stack, test_clips, write_json,
 )
 
+FORMAT = 2
 HORIZON = 3
-STEPS_REPORTED = {"short (t+1)": 0, "mid (t+3)": 2}
+STEPS = {"t+1": 0, "t+3": 2}
+ENSEMBLE_K = (1, 2, 4, 8)
+MOVING_TOP, STATIC_BOTTOM = 0.10, 0.50
+FLOW, BEST, REG, COPY, ORACLE = ("flow, mean of K", "flow, best of K", "regression", "copy last frame",
+                                 "oracle (probe on true future features)")
+ENS = "flow ensemble mean, k={}"
+HEADLINE = "miou_obj"
 NOT_RUN = {
     "flow in PCA-16 latent": "a separate model (same encoder, data and forecaster, PCA-16 compressor): built by "
                              "benchmarks/pca16_model.py (its docstring has the commands) and compared in "
@@ -41,183 +61,248 @@ NOT_RUN = {
 }
 
 
-def _rows(wm: Any, ctx: torch.Tensor, K: int, solver: str, steps: int, seed: int) -> dict[str, Any]:
-    from featureflow.demo_forecast import copy_last_forecast
-
-    g = torch.Generator().manual_seed(seed)
-    rows = {"flow (VAE latent)": wm.forecast(ctx, HORIZON, K, solver=solver, steps=steps, generator=g)}
-    if "regression" in wm.baselines:
-        rows["regression"] = wm.forecast(ctx, HORIZON, 1, baseline="regression")
-    rows["copy last frame"] = copy_last_forecast(wm, ctx, HORIZON)
-    return rows
+def _decode_features(wm: Any, feats: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Features (N, h, w, D) → {modality: (N, ...)} for every probe the model has."""
+    return {m: torch.cat([wm.decode_features(part, m, size) for part in feats.split(64)])
+            for m in ("segmentation", "depth", "normals", "rgb") if m in wm.probes}
 
 
-def _decode(wm: Any, fc: Any) -> dict[str, torch.Tensor]:
-    return {m: fc.decode(m) for m in ("segmentation", "depth", "normals", "rgb") if m in wm.probes}
+def _scores(wm: Any, feats: torch.Tensor, targets: dict[str, torch.Tensor], size: tuple[int, int],
+            ncls: int, objects: list[int]) -> dict[str, torch.Tensor]:
+    """Features (b, s, k, h, w, D) vs targets (b, k, ...) → {metric: (b, s, k)}."""
+    b, s, k = feats.shape[:3]
+    preds = _decode_features(wm, feats.reshape(b * s * k, *feats.shape[3:]), size)
+    tg = {n: v[:, None].expand(b, s, *v.shape[1:]).reshape(b * s * k, *v.shape[2:]) for n, v in targets.items()}
+    return {m: v.reshape(b, s, k) for m, v in dense_scores(preds, tg, num_classes=ncls, objects=objects).items()}
+
+
+def _set_mse(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared errors (b, s, k, h, w) averaged over the patches of mask (b, k, h, w) → (b, s, k)."""
+    m = mask[:, None].double()
+    return (err * m).flatten(3).sum(3) / m.flatten(3).sum(3)
+
+
+def motion_masks(z_true: torch.Tensor, z_last: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Moving (top 10 %) and static (bottom 50 %) patches of each clip and step by
+    ‖z_true − z_last‖ over channels; z_true (b, k, h, w, C), z_last (b, h, w, C)."""
+    d = (z_true - z_last[:, None]).double().norm(dim=-1)  # (b, k, h, w)
+    flat = d.flatten(2)
+    n = flat.shape[-1]
+    rank = flat.argsort(dim=-1).argsort(dim=-1)  # 0 = least motion
+    moving = rank >= n - max(1, math.ceil(MOVING_TOP * n))
+    static = rank < max(1, int(STATIC_BOTTOM * n))
+    return {"moving": moving.reshape(d.shape), "static": static.reshape(d.shape), "all": torch.ones_like(d, dtype=bool)}
 
 
 def run(args: Any) -> dict[str, Any]:
-    from featureflow.world import Forecast
+    from featureflow.demo_forecast import copy_last_forecast
 
     setup(args.threads)
     wm, world, data = load(args.model)
     n_clips = args.clips or (2 if args.quick else 64)
     K = args.samples or (2 if args.quick else 8)
+    ens_k = [k for k in ENSEMBLE_K if k <= K]
     contexts = [c for c in (1, 2, 4) if c <= wm.max_context]
     c_max = max(contexts)
+    ncls, objects = len(world.CLASSES), object_classes(world.CLASSES)
+    has_reg = "regression" in wm.baselines
     t0 = time.perf_counter()
-    clips = test_clips(world, n_clips, c_max + HORIZON, data["stride"], data["warmup"])
-    num_classes = len(world.CLASSES)
-    per_clip: dict[str, dict[str, dict[str, dict[str, list[torch.Tensor]]]]] = {}
-    batch = args.batch
-    for lo in range(0, n_clips, batch):
-        part = clips[lo : lo + batch]
+    clips = test_clips(world, n_clips, c_max + HORIZON, data["stride"], data["warmup"], args.split)
+    # acc[ckey][row][metric] -> list of (b, k) per-clip values; lat[ckey][set][row] likewise
+    acc: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}
+    lat: dict[str, dict[str, dict[str, list[torch.Tensor]]]] = {}
+
+    def add(store: dict, ckey: str, row: str, vals: dict[str, torch.Tensor]) -> None:
+        for m, v in vals.items():
+            store.setdefault(ckey, {}).setdefault(row, {}).setdefault(m, []).append(v.double())
+
+    for lo in range(0, n_clips, args.batch):
+        part = clips[lo : lo + args.batch]
         frames = stack(part, "rgb", slice(0, c_max))
+        size = tuple(frames.shape[-2:])
         fut = slice(c_max, c_max + HORIZON)
-        targets = {"segmentation": stack(part, "segmentation", fut), "depth": stack(part, "depth", fut),
-                   "normals": stack(part, "normals", fut), "rgb": stack(part, "rgb", fut)}
-        # oracle: encode the true future frames, compressor round trip, decode with the probes
-        truth_lat = wm.encode(stack(part, "rgb", fut))
-        oracle = Forecast(latents=truth_lat[:, None], nfe=0, image_size=tuple(frames.shape[-2:]), model=wm)
-        oracle_scores = image_scores(_decode(wm, oracle), targets, num_classes=num_classes)
+        targets = {m: stack(part, m, fut) for m in ("segmentation", "depth", "normals", "rgb")}
+        with torch.no_grad():
+            z_true = wm.encode(stack(part, "rgb", fut))  # (b, k, h, w, C)
+            z_last = wm.encode(frames[:, -1:])[:, 0]
+            oracle = _scores(wm, wm.compressor.decode(z_true)[:, None], targets, size, ncls, objects)
+        masks = motion_masks(z_true, z_last)
         for c in contexts:
-            rows = _rows(wm, frames[:, c_max - c :], K, args.solver, args.steps, args.seed + lo)
-            scores = {name: image_scores(_decode(wm, fc), targets, num_classes=num_classes)
-                      for name, fc in rows.items()}
-            scores["oracle: probe on true future features"] = oracle_scores
-            for name, sc in scores.items():
-                d = per_clip.setdefault(f"|C|={c}", {}).setdefault(name, {})
-                for metric, vals in sc.items():
-                    higher = METRICS[metric][2]
-                    best = vals.max(1).values if higher else vals.min(1).values
-                    d.setdefault(metric, {"mean": [], "best": []})
-                    d[metric]["mean"].append(vals.mean(1))
-                    d[metric]["best"].append(best)
-        print(f"quality: {min(lo + batch, n_clips)}/{n_clips} clips ({time.perf_counter() - t0:.0f} s)", flush=True)
+            ckey = f"|C|={c}"
+            ctx = frames[:, c_max - c :]
+            g = torch.Generator().manual_seed(args.seed + lo)
+            fc = wm.forecast(ctx, HORIZON, K, solver=args.solver, steps=args.steps, generator=g)
+            flow = _scores(wm, fc.features, targets, size, ncls, objects)
+            add(acc, ckey, FLOW, {m: v.mean(1) for m, v in flow.items()})
+            add(acc, ckey, BEST, {m: (v.max(1).values if METRICS[m][2] else v.min(1).values) for m, v in flow.items()})
+            for k in ens_k:
+                ens = _scores(wm, fc.features[:, :k].mean(1, keepdim=True), targets, size, ncls, objects)
+                add(acc, ckey, ENS.format(k), {m: v[:, 0] for m, v in ens.items()})
+            others = {COPY: copy_last_forecast(wm, ctx, HORIZON)}
+            if has_reg:
+                others = {REG: wm.forecast(ctx, HORIZON, 1, baseline="regression"), **others}
+            for name, o in others.items():
+                add(acc, ckey, name, {m: v[:, 0] for m, v in _scores(wm, o.features, targets, size, ncls,
+                                                                     objects).items()})
+            add(acc, ckey, ORACLE, {m: v[:, 0] for m, v in oracle.items()})
+            # latent MSE on moving / static / all patches
+            lat_rows = {"flow, per sample": fc.latents, "flow ensemble mean": fc.latents.mean(1, keepdim=True),
+                        **{n: o.latents for n, o in others.items()}}
+            for name, z in lat_rows.items():
+                err = (z.double() - z_true[:, None].double()).pow(2).mean(-1)  # (b, s, k, h, w)
+                add(lat, ckey, name, {s: _set_mse(err, m).mean(1) for s, m in masks.items()})
+        print(f"quality: {min(lo + args.batch, n_clips)}/{n_clips} clips ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
     results: dict[str, Any] = {}
-    for ckey, rows in per_clip.items():
-        for name, metrics in rows.items():
-            stochastic = name.startswith("flow")
-            for hname, j in STEPS_REPORTED.items():
-                out = results.setdefault(ckey, {}).setdefault(hname, {}).setdefault(name, {"stochastic": stochastic})
-                for metric, kinds in metrics.items():
-                    out[metric] = interval(torch.cat(kinds["mean"])[:, j])
-                    if stochastic:
-                        out[metric + "@best"] = interval(torch.cat(kinds["best"])[:, j])
-    claim = _claim(results)
-    # paired per-clip differences give the interval of each gap
-    for ckey, rows in per_clip.items():
-        if "regression" not in rows:
-            continue
-        for hname, j in STEPS_REPORTED.items():
-            reg = torch.cat(rows["regression"]["miou"]["mean"])[:, j]
-            for kind in ("mean", "best"):
-                diff = torch.cat(rows["flow (VAE latent)"]["miou"][kind])[:, j] - reg
-                claim["miou_gap_flow_minus_regression"][ckey][hname][f"{kind}_of_k_ci95"] = interval(diff)["ci95"]
-    claim["verdict"] = verdict(claim["miou_gap_flow_minus_regression"])
+    for ckey, rows in acc.items():
+        for step, j in STEPS.items():
+            cat = {r: {m: torch.cat(v)[:, j] for m, v in ms.items()} for r, ms in rows.items()}
+            out = results.setdefault(ckey, {}).setdefault(step, {"rows": {}, "skill": {}, "gap_vs_regression": {}})
+            for r, ms in cat.items():
+                out["rows"][r] = {m: interval(v) for m, v in ms.items()}
+            copy, orac = cat[COPY][HEADLINE], cat[ORACLE][HEADLINE]
+            for r, ms in cat.items():
+                if r not in (COPY, ORACLE):
+                    out["skill"][r] = bootstrap_ratio(ms[HEADLINE] - copy, orac - copy, seed=args.seed)
+            if has_reg:
+                for r in [FLOW, BEST, ENS.format(max(ens_k))]:
+                    out["gap_vs_regression"][r] = {m: interval(cat[r][m] - cat[REG][m]) for m in ("miou_obj", "miou")}
+            lrows = {r: {s: torch.cat(v)[:, j] for s, v in ss.items()} for r, ss in lat[ckey].items()}
+            out["latent_mse"] = {r: {s: interval(v) for s, v in ss.items()} for r, ss in lrows.items()}
+            if has_reg:
+                out["latent_static_flow_over_regression"] = bootstrap_ratio(
+                    lrows["flow, per sample"]["static"], lrows[REG]["static"], seed=args.seed)
+    gains = {}
+    if len(contexts) > 1:
+        first, last = f"|C|={contexts[0]}", f"|C|={contexts[-1]}"
+        for r in [FLOW, ENS.format(max(ens_k))] + ([REG] if has_reg else []):
+            for step, j in STEPS.items():
+                a = torch.cat(acc[last][r][HEADLINE])[:, j] - torch.cat(acc[first][r][HEADLINE])[:, j]
+                gains.setdefault(r, {})[step] = interval(a)
     res = {
-        "benchmark": "quality", "model": str(args.model), "quick": bool(args.quick),
-        "protocol": {"clips": n_clips, "samples_K": K, "contexts": contexts, "horizon": HORIZON,
-                     "stride": data["stride"], "warmup": data["warmup"], "resolution": world.resolution,
-                     "solver": args.solver, "steps": args.steps, "split": "test",
+        "benchmark": "quality", "format": FORMAT, "model": str(args.model), "quick": bool(args.quick),
+        "protocol": {"clips": n_clips, "samples_K": K, "ensemble_k": ens_k, "contexts": contexts,
+                     "horizon": HORIZON, "stride": data["stride"], "warmup": data["warmup"],
+                     "resolution": world.resolution, "solver": args.solver, "steps": args.steps,
+                     "split": args.split, "object_classes": [world.CLASSES[i] for i in objects],
+                     "moving_top": MOVING_TOP, "static_bottom": STATIC_BOTTOM,
                      "interval": "mean ± 1.96·SE over clips"},
-        "results": results, "not_run": NOT_RUN, "claim": claim, "seconds": round(time.perf_counter() - t0, 1),
+        "results": results, "context_gain": {"from": contexts[0], "to": contexts[-1], "rows": gains},
+        "not_run": NOT_RUN, "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(Path(args.out) / "quality.json", res)
     print(markdown(res))
     return res
 
 
-def _claim(results: dict[str, Any]) -> dict[str, Any]:
-    """Flow (mean-of-K and best-of-K) minus regression mIoU per context length and horizon."""
-    gaps: dict[str, Any] = {}
-    for ckey, hs in results.items():
-        for hname, rows in hs.items():
-            if "regression" not in rows or "miou" not in rows["regression"]:
-                continue
-            flow, reg = rows["flow (VAE latent)"], rows["regression"]
-            gaps.setdefault(ckey, {})[hname] = {
-                "mean_of_k": round(flow["miou"]["mean"] - reg["miou"]["mean"], 3),
-                "best_of_k": round(flow["miou@best"]["mean"] - reg["miou"]["mean"], 3),
-            }
-    return {"miou_gap_flow_minus_regression": gaps, "verdict": verdict(gaps)}
+# ---------------------------------------------------------------- old / new JSON formats
+def normalise(res: dict[str, Any]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """{|C|: {step: {row: {metric: interval}}}} of a quality JSON of either format
+    (format 1: steps "short (t+1)" / "mid (t+3)", flow row "flow (VAE latent)" with "@best" metrics)."""
+    if res.get("format", 1) >= 2:
+        return {c: {s: v["rows"] for s, v in hs.items()} for c, hs in res["results"].items()}
+    out: dict[str, Any] = {}
+    for c, hs in res.get("results", {}).items():
+        for s, rows in hs.items():
+            step = "t+1" if "t+1" in s else "t+3" if "t+3" in s else s
+            new = out.setdefault(c, {}).setdefault(step, {})
+            for name, r in rows.items():
+                if name.startswith("flow"):
+                    new[FLOW] = {m: v for m, v in r.items() if isinstance(v, dict) and "@" not in m}
+                    new[BEST] = {m[:-5]: v for m, v in r.items() if m.endswith("@best")}
+                elif name.startswith("oracle"):
+                    new[ORACLE] = {m: v for m, v in r.items() if isinstance(v, dict)}
+                else:
+                    new[name] = {m: v for m, v in r.items() if isinstance(v, dict)}
+    return out
 
 
-def verdict(gaps: dict[str, Any]) -> str:
-    """Plain-language check of the paper's claim ("sampling beats regression most at |C|=1")."""
-    if not gaps:
-        return "regression baseline missing: the claim cannot be checked"
+# ---------------------------------------------------------------- Markdown
+COLUMNS = ["miou_obj", "miou", "abs_rel", "normal_err", "delta1", "psnr"]
 
-    def cell(g: dict[str, Any], kind: str) -> str:
-        ci = g.get(f"{kind}_of_k_ci95")
-        return f"{g[f'{kind}_of_k']:+.2f}" + (f" ± {ci:.2f}" if ci is not None else "")
 
-    short = {c: g["short (t+1)"] for c, g in gaps.items()}
-    text = ("flow − regression mIoU at the next frame, mean of K: "
-            + ", ".join(f"{c} {cell(g, 'mean')}" for c, g in short.items())
-            + "; best-of-K: " + ", ".join(f"{c} {cell(g, 'best')}" for c, g in short.items()))
-    means = {c: g["mean_of_k"] for c, g in short.items()}
-    if len(means) < 2:
-        return text + " (only one context length fits this model: the |C| trend cannot be checked)"
-    if max(means.values()) - min(means.values()) < 1e-6:
-        return text + " — equal at every context length: no evidence either way on 'largest at |C|=1'"
-    best_c = max(means, key=means.get)
-    cis = {c: g.get("mean_of_k_ci95") for c, g in short.items()}
-    if all(ci is not None and abs(means[c]) <= ci for c, ci in cis.items()):
-        text += " (every difference is inside its 95 % interval: not significant at this N)"
-    bests = {c: g["best_of_k"] for c, g in short.items()}
-    best_b = max(bests, key=bests.get)
-    if all(v < 0 for v in means.values()):
-        text += (" — regression beats the flow's average sample at every context length, so the paper's "
-                 "'sampling beats regression, most at |C|=1' is NOT reproduced for the mean of K")
-        if all(v > 0 for v in bests.values()):
-            text += (f"; only the best of K samples beats regression (at every |C|, most at {best_b}"
-                     + (", as the paper's trend has it" if best_b == "|C|=1" else "") + ")")
-    else:
-        text += f" — the flow's advantage is largest at {best_c}: " + (
-            "agrees with the paper (largest at |C|=1)" if best_c == "|C|=1"
-            else "does NOT agree with the paper's 'largest at |C|=1'")
-    spread = max(max(means.values()) - min(means.values()), max(bests.values()) - min(bests.values()))
-    widest = max((g.get("mean_of_k_ci95") or 0.0) for g in short.values())
-    if spread <= widest:
-        text += "; the differences between context lengths are smaller than the 95 % intervals"
-    return text
+def _label(m: str) -> str:
+    label = METRICS[m][1] + (" ↑" if METRICS[m][2] else " ↓")
+    return label + " (near-blind)" if m in ("abs_rel", "normal_err", "delta1") else label
 
 
 def markdown(res: dict[str, Any], img_prefix: str = "benchmarks/") -> str:
+    if res.get("format", 1) < 2:
+        return ("The stored `quality.json` is from the previous protocol (no object-class mIoU, ensemble mean, "
+                "skill or moving/static latent error): not run with this version of `benchmarks/quality.py`.\n")
     p = res["protocol"]
-    out = [f"Test clips N={p['clips']}, K={p['samples_K']} samples, {p['resolution']}² frames, stride "
-           f"{p['stride']}, warm-up {p['warmup']} steps, {p['solver']} with {p['steps']} NFE per frame; "
-           f"{p['interval']}. Stochastic rows: mean over the K samples of the per-sample metric, and "
-           f"best-of-K (the oracle pick of the sample closest to the truth).", ""]
-    metrics = [m for m in METRICS if any(m in r for hs in res["results"].values() for rows in hs.values()
-                                         for r in rows.values())]
-    headers = ["row"] + [METRICS[m][1] + (" ↑" if METRICS[m][2] else " ↓") for m in metrics]
+    out = [f"{p['split'].capitalize()} clips N={p['clips']}, K={p['samples_K']} samples, {p['resolution']}² frames, "
+           f"stride {p['stride']}, warm-up {p['warmup']} steps, {p['solver']} with {p['steps']} NFE per frame; "
+           f"{p['interval']}. Object classes: {', '.join(p['object_classes'])}. Skill = (row − copy-last) / "
+           f"(oracle − copy-last) of the object-class mIoU (0 = no better than nothing moving, 1 = the oracle). "
+           "Depth and normal columns barely separate the rows on ToyWorld (the oracle is not better than "
+           "copy-last on them): read them as a sanity check, not as forecasting skill.", ""]
     for ckey, hs in res["results"].items():
-        for hname, rows in hs.items():
-            out.append(f"**{ckey}, {hname}**\n")
-            table = []
-            for name, r in rows.items():
-                table.append([name] + [fmt(r.get(m)) for m in metrics])
-                if r.get("stochastic"):
-                    table.append([name + " best-of-K"] + [fmt(r.get(m + "@best")) for m in metrics])
-            out += [md_table(headers, table), ""]
-    out.append("Not run:\n")
-    out += [f"- *{k}*: {NOT_RUN.get(k, v)}" for k, v in res["not_run"].items()]
-    gaps = res["claim"]["miou_gap_flow_minus_regression"]
-    if gaps:
-        rows = [[c, h, f"{g['mean_of_k']:+.2f} ± {g.get('mean_of_k_ci95', float('nan')):.2f}",
-                 f"{g['best_of_k']:+.2f} ± {g.get('best_of_k_ci95', float('nan')):.2f}"]
-                for c, hs in gaps.items() for h, g in hs.items()]
-        out += ["", "Flow − regression mIoU (paired over clips, ± 95 % interval):", "",
-                md_table(["context", "horizon", "mean of K", "best of K"], rows)]
-    out += ["", f"**Claim check:** {verdict(gaps)}.", ""]
+        for step, v in hs.items():
+            rows = v["rows"]
+            cols = [m for m in COLUMNS if any(m in r for r in rows.values())]
+            table = [[name] + [fmt(r.get(m), 3 if m == "abs_rel" else 2) for m in cols]
+                     + [fmt(v["skill"].get(name)) if name in v["skill"] else "—"] for name, r in rows.items()]
+            out += [f"**{ckey}, {step}**\n", md_table(["row"] + [_label(m) for m in cols] + ["skill ↑"], table), ""]
+    # paired gaps to regression
+    gap_rows = [[c, s, r, fmt(g["miou_obj"]), fmt(g["miou"])] for c, hs in res["results"].items()
+                for s, v in hs.items() for r, g in v.get("gap_vs_regression", {}).items()]
+    if gap_rows:
+        out += ["Flow − regression mIoU (paired over clips, ± 95 % interval):", "",
+                md_table(["context", "step", "flow row", "Δ mIoU objects", "Δ mIoU all"], gap_rows), ""]
+    gains = res.get("context_gain", {})
+    if gains.get("rows"):
+        out += [f"Context gain, object-class mIoU(|C|={gains['to']}) − mIoU(|C|={gains['from']}) (paired):", "",
+                md_table(["row", *STEPS], [[r, *(fmt(g[s]) for s in STEPS)] for r, g in gains["rows"].items()]), ""]
+    # latent error on moving / static patches
+    lat_rows = []
+    for ckey, hs in res["results"].items():
+        for step, v in hs.items():
+            for r, sets in v.get("latent_mse", {}).items():
+                lat_rows.append([ckey, step, r, fmt(sets["moving"], 3), fmt(sets["static"], 3), fmt(sets["all"], 3)])
+    if lat_rows:
+        out += [f"**Latent MSE on moving vs static patches** (moving = top {100 * p['moving_top']:.0f} % of "
+                f"patches by true latent change since the last context frame, static = bottom "
+                f"{100 * p['static_bottom']:.0f} %; per channel, ↓):", "",
+                md_table(["context", "step", "row", "moving", "static", "all patches"], lat_rows), ""]
+        ratios = [f"{c} {s}: {fmt(v['latent_static_flow_over_regression'])}" for c, hs in res["results"].items()
+                  for s, v in hs.items() if "latent_static_flow_over_regression" in v]
+        if ratios:
+            out += ["Flow per-sample static-patch error / regression's (1 = as still as regression): "
+                    + "; ".join(ratios) + ".", ""]
+    out.append("Not run here:\n")
+    out += [f"- *{k}*: {v}" for k, v in res["not_run"].items()]
+    out += ["", f"**Claim check:** {verdict(res)}.", ""]
     return "\n".join(out)
+
+
+def verdict(res: dict[str, Any]) -> str:
+    """Plain-language check of the paper's claim (sampling beats regression, most at |C|=1), at t+1."""
+    if res.get("format", 1) < 2:
+        return "not run with the current protocol"
+    parts, means = [], {}
+    for ckey, hs in res["results"].items():
+        g = hs["t+1"].get("gap_vs_regression", {}).get(FLOW)
+        if g is None:
+            return "regression baseline missing: the claim cannot be checked"
+        means[ckey] = g["miou_obj"]
+        parts.append(f"{ckey} {fmt(g['miou_obj'])}")
+    text = "flow (mean of K) − regression, object-class mIoU at t+1: " + ", ".join(parts)
+    c1 = next(iter(means))
+    m = means[c1]
+    if m["mean"] > 0 and (not math.isfinite(m["ci95"]) or m["mean"] > m["ci95"]):
+        text += f" — the flow's average sample beats regression at {c1} (the paper's claim holds here)"
+    elif m["mean"] > 0:
+        text += f" — positive at {c1} but inside the 95 % interval: not established at this N"
+    else:
+        text += (f" — the paper's claim (mean of K beats regression at {c1}) is NOT reproduced: regression's "
+                 "single prediction scores higher than the flow's average sample")
+    return text
 
 
 def parser() -> Any:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--clips", type=int, default=None, help="test clips (default 64; 2 with --quick)")
+    p.add_argument("--clips", type=int, default=None, help="clips (default 64; 2 with --quick)")
     p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 2 with --quick)")
     p.add_argument("--solver", default="heun")
     p.add_argument("--steps", type=int, default=4)

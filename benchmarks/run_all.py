@@ -1,9 +1,19 @@
 """Run every benchmark and write ``docs/benchmarks.md`` (tables + plots) and ``docs/benchmarks/*.json``.
 
-Run::
+The one command that regenerates the page from a new model (test split, 1 thread;
+about 15 minutes on an idle 2-core CPU, ≤ 20 on a busy one)::
 
-    python benchmarks/run_all.py                  # full: the bundled "toyworld" model, ~10 min (1 thread)
+    OMP_NUM_THREADS=1 python benchmarks/run_all.py --model toyworld
+
+Other uses::
+
+    python benchmarks/run_all.py --render-only    # rebuild docs/benchmarks.md from the stored JSON only
+    python benchmarks/run_all.py --only quality distribution   # re-run some sections, keep the others
+    python benchmarks/run_all.py --split val --out /tmp/b --md /tmp/b/benchmarks.md   # tuning (validation seeds)
     python benchmarks/run_all.py --quick --model DIR --out /tmp/b --md /tmp/b/benchmarks.md   # smoke run, < 2 min
+
+The "Which latent space?" section reads ``quality_pca16.json`` / ``quality_raw.json`` from
+``--out`` (made by ``benchmarks/pca16_model.py``, see its docstring); either JSON format works.
 """
 
 from __future__ import annotations
@@ -22,39 +32,74 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import calibration  # noqa: E402
 import distribution  # noqa: E402
+import nfe  # noqa: E402
 import quality  # noqa: E402
 import speed  # noqa: E402
 from _common import DOCS_OUT, REPO, base_parser, fmt, md_table  # noqa: E402
 
-MODULES = {"quality": quality, "distribution": distribution, "calibration": calibration, "speed": speed}
+MODULES = {"quality": quality, "distribution": distribution, "calibration": calibration, "nfe": nfe, "speed": speed}
 
 INTRO = """# Benchmarks
 
-Does sampling beat regression, are the sampled futures distributed like the true ones,
-is the spread calibrated, and how fast is it? Every figure on this page is produced by the
-scripts in `benchmarks/` (`python benchmarks/run_all.py`; `--quick` for a smoke run) and
-stored as JSON next to the plots in `docs/benchmarks/`. Nothing here is a timed test.
+Does the world model forecast, i.e. beat "nothing moves"? Does sampling beat regression,
+are the sampled futures spread like the true ones, is the spread calibrated, how does
+quality depend on the solver's budget, and how fast is it? Every figure on this page is
+produced by the scripts in `benchmarks/` and stored as JSON next to the plots in
+`docs/benchmarks/`; the page itself is rendered from those files
+(`OMP_NUM_THREADS=1 python benchmarks/run_all.py` runs everything,
+`--render-only` rebuilds the page from the stored JSON). Nothing here is a timed test.
 
 ## Protocol
 
-- **Data**: ToyWorld held-out **test** seeds (`ToyWorld.split_seeds("test")`, never seen
-  in training), rendered at the model's training resolution, frames `stride` simulation
-  steps apart and starting after the model's warm-up (both read from the model's
-  `metadata["data"]`).
-- **Context lengths** |C| ∈ {1, 2, 4}, those ≤ the model's `max_context`. All context
-  lengths forecast the same target frames (the context is the last |C| frames before them).
-- **Horizons**: short = the next frame (t+1); mid = the third frame of a 3-step
-  autoregressive rollout (t+3; each forecast frame is fed back as context).
-- **Rows**: the flow forecaster in the VAE latent (K samples); the regression baseline
-  (same trunk, one deterministic prediction); copy-last-frame (the last context frame's
-  latents, decoded); the oracle *probe on true future features* (encode the true future
-  frame, compressor round trip, decode — the ceiling of any forecaster in this latent).
-- **Columns**: segmentation mIoU (classes absent from both maps ignored), depth AbsRel and
-  δ<1.25, normals mean angular error (depth and normals on foreground pixels), RGB PSNR.
-  Stochastic rows report the mean over the K samples of the per-sample metric and
-  best-of-K (the oracle pick).
-- **Intervals**: every figure is the mean over clips ± 1.96 × the standard error over
-  clips (a 95 % normal interval).
+- **Data**: the first N seeds of the ToyWorld **test** split (`ToyWorld.split_seeds("test")`,
+  never trained or tuned on; `--split val` gives the validation seeds for tuning),
+  rendered at the model's training resolution, frames `stride` simulation steps apart,
+  starting after the model's warm-up (both from the model's `metadata["data"]`).
+- **Context lengths** |C| ∈ {1, 2, 4}, those ≤ the model's `max_context`. Every context
+  length forecasts the same target frames (the context is the last |C| frames before them).
+- **Steps**: t+1 = the next frame; t+3 = the third frame of a 3-step autoregressive rollout
+  (each forecast frame is fed back as context).
+- **Rows**: *flow, mean of K*: the mean over the K = 8 samples of the per-sample score;
+  *flow, best of K*: the best sample per clip and metric (an oracle pick, an upper bound);
+  *flow ensemble mean, k*: the mean of the first k sampled **features**, decoded by the
+  probes (as the released VFMF evaluation does; k ∈ {1, 2, 4, 8}); *regression*: the same
+  trunk trained to regress, one deterministic forecast; *copy last frame*: the last
+  context frame's latents, decoded ("nothing moves"); *oracle*: the probes on the true
+  future frame's features after the compressor round trip (the ceiling of any forecaster
+  in this latent space).
+- **Segmentation**: mIoU per frame over the **object classes** (sphere, cube, cylinder:
+  the classes that move; the headline) and over all classes (background and floor are
+  large and static, so all-class mIoU is dominated by what does not move); a class absent
+  from both the forecast and the true map of a frame does not count.
+- **Depth AbsRel, δ<1.25, normal angular error** (on the truth's foreground pixels) and
+  RGB PSNR are still reported, but depth and normals are **nearly blind on ToyWorld**: the
+  oracle is barely better than copy-last on them, so they cannot show forecasting skill.
+- **Skill over copy-last** = (row − copy-last) / (oracle − copy-last) of the object-class
+  mIoU: 0 = no better than nothing moving, 1 = as good as the oracle. A ratio of means
+  over clips; its interval is 1.96 × the bootstrap standard error (clips resampled).
+- **Latent error on moving vs static patches**: per clip and step, *moving* = the top 10 %
+  of patches by ‖z(t+k) − z(last context frame)‖ (L2 over latent channels, true future
+  latents), *static* = the bottom 50 %; the latent MSE (per channel) on each set of the
+  flow's samples (per sample, then averaged over samples), of the flow's ensemble-mean
+  latent, of regression and of copy-last; and the ratio of the flow's per-sample static
+  error to regression's (a forecaster that knows what does not move keeps it near 1).
+- **Spread ratio**: `ToyWorld.branch` draws M = 16 true futures from the simulator state
+  of the last context frame; they and the K samples are compared in latent space (the
+  model's encoder + compressor): mean pairwise L2 distance between samples ÷ mean pairwise
+  distance between true futures (ratio of the means over contexts; 1 = calibrated).
+- **Energy distance** 2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖ between the K forecasts and the M true
+  futures (0 in expectation iff the distributions agree), in latent space (L2 over the
+  frame's latents) and in decoded segmentation (one-hot class maps average-pooled 4×4 into
+  class fractions, L2; the true futures decoded by the same probe). Regression and
+  copy-last count as K copies of their single forecast; a second draw of true futures
+  shows the noise floor of finite sets.
+- **Calibration** is measured where it is not blind: in latent space (per patch, the
+  ensemble's spread vs the RMS error of its mean, binned into deciles of spread) and in
+  segmentation (per pixel and class, the fraction of samples predicting the class vs how
+  often the true future shows it; ECE). Depth spread is not used: the depth probe barely
+  sees the objects.
+- **Intervals**: every figure is the mean over clips ± 1.96 × the standard error over clips
+  (a 95 % normal interval) unless it says bootstrap.
 - **Speed**: this machine's CPU, 1 torch thread unless stated; compare ratios within one
   run, not absolute numbers across machines.
 """
@@ -73,11 +118,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--skip-external", action="store_true", help="speed: skip the vfmf/causal and compile/bf16 scripts")
     args = p.parse_args(argv)
     common = ["--model", str(args.model), "--out", str(args.out), "--threads", str(args.threads),
-              "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+              "--seed", str(args.seed), "--split", args.split] + (["--quick"] if args.quick else [])
+    clips = ["--clips", str(args.clips)] if args.clips else []
     extra: dict[str, list[str]] = {
-        "quality": ["--clips", str(args.clips)] if args.clips else [],
+        "quality": clips, "calibration": clips, "nfe": clips,
         "distribution": ["--contexts", str(args.clips)] if args.clips else [],
-        "calibration": ["--clips", str(args.clips)] if args.clips else [],
         "speed": ["--skip-external"] if args.skip_external else [],
     }
     t0 = time.perf_counter()
@@ -102,29 +147,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     total = max(total, sum(float(r.get("seconds", 0)) for r in results.values()))
     page = render(results, prefix, args, total)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(page)
+    from featureflow.utils import atomic_write
+
+    with atomic_write(md_path) as tmp:
+        tmp.write_text(page)
     print(f"run_all: wrote {md_path} ({total:.0f} s in all)")
     return results
 
 
-SECTIONS = [("quality", "Quality: sampling vs regression vs copy-last vs oracle"),
+SECTIONS = [("quality", "Quality: flow vs regression vs copy-last vs oracle"),
             ("distribution", "Distribution: sampled futures vs true futures"),
             ("calibration", "Calibration: predicted spread vs actual error"),
+            ("nfe", "Quality vs NFE"),
             ("speed", "Speed and memory")]
 
 
 def render(results: dict[str, Any], prefix: str, args: Any, total: float) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    splits = sorted({r["protocol"].get("split", "test") for r in results.values() if "protocol" in r})
     lines = [INTRO, "## This run", "",
-             f"Model `{args.model}`, {'quick smoke run' if args.quick else 'full run'}, {when}, "
-             f"{platform.machine()} CPU ({platform.processor() or platform.system()}), torch {torch.__version__}, "
-             f"{args.threads} thread(s); {total / 60:.1f} min in all.", ""]
+             f"Model `{args.model}`, {'quick smoke run' if args.quick else 'full run'}, split "
+             f"{', '.join(splits) or '—'}, rendered {when}, {platform.machine()} CPU "
+             f"({platform.processor() or platform.system()}), torch {torch.__version__}, {args.threads} thread(s); "
+             f"{total / 60:.1f} min of benchmark runs in all.", ""]
     headline = _headline(results)
     if headline:
         lines += ["## Headline", "", *headline, ""]
     for key, title in SECTIONS:
+        lines += [f"## {title}", ""]
         if key in results:
-            lines += [f"## {title}", "", MODULES[key].markdown(results[key], prefix)]
+            lines.append(MODULES[key].markdown(results[key], prefix))
+        else:
+            lines += [f"Not run (no `{key}.json` for this model in `{args.out}`).", ""]
         if key == "quality" and key in results:
             lines += latent_comparison(results[key], Path(args.out), prefix)
     return "\n".join(lines).rstrip() + "\n"
@@ -140,86 +194,133 @@ LATENT_RUNS = {
 }
 
 
-def latent_comparison(quality: dict[str, Any], out: Path, prefix: str) -> list[str]:
+def latent_comparison(q: dict[str, Any], out: Path, prefix: str) -> list[str]:
     """The "which latent space?" section: the bundled flow (FeatureVAE latent) against the
-    same forecaster trained in other latent spaces, from the stored quality runs."""
+    same forecaster trained in other latent spaces, from the stored quality runs (either
+    JSON format; a metric a run did not measure shows as —)."""
     present = {name: spec for name, spec in LATENT_RUNS.items() if (out / name).is_file()}
     if not present:
         return []
     others = {label: json.loads((out / name).read_text()) for name, (label, _) in present.items()}
-    flow_key = "flow (VAE latent)"
-    variants = {"FeatureVAE (16 ch)": quality, **others}
-    cols = [("miou", "mIoU % (mean of K)", 2), ("miou@best", "mIoU % best-of-K", 2), ("abs_rel", "depth AbsRel", 3),
-            ("normal_err", "normal err °", 2), ("psnr", "PSNR dB", 2)]
+    variants = {label: quality.normalise(res) for label, res in {"FeatureVAE (16 ch)": q, **others}.items()}
+    flow, best = quality.FLOW, quality.BEST
+    cols = [(flow, "miou_obj", "mIoU objects % (mean of K)", 2), (flow, "miou", "mIoU all % (mean of K)", 2),
+            (best, "miou", "mIoU all % best-of-K", 2), (flow, "abs_rel", "depth AbsRel", 3),
+            (flow, "normal_err", "normal err °", 2), (flow, "psnr", "PSNR dB", 2)]
+    base = variants["FeatureVAE (16 ch)"]
     rows = []
-    for ckey, hs in quality["results"].items():
-        for hname in hs:
+    for ckey, hs in base.items():
+        for step in hs:
             for label, res in variants.items():
-                r = res["results"].get(ckey, {}).get(hname, {}).get(flow_key)
-                if r is not None:
-                    rows.append([ckey, hname, label] + [fmt(r.get(m), d) for m, _, d in cols])
+                r = res.get(ckey, {}).get(step, {})
+                if flow in r:
+                    rows.append([ckey, step, label] + [fmt(r.get(row, {}).get(m), d) for row, m, _, d in cols])
     how = "; ".join(h for _, h in present.values())
     files = ", ".join(f"`{prefix}{n}`" for n in present)
+    stale = [label for label, res in others.items() if res.get("format", 1) < 2]
     lines = ["## Which latent space? FeatureVAE vs PCA-16 vs raw features", "",
              "The same encoder, data and forecaster settings as the bundled model, trained in another latent "
              f"space ({how}; `examples/train_toyworld_bundle.py --config ... --no-install`), combined with the "
              "bundled encoder and probe heads (`benchmarks/pca16_model.py --pca-run RUN/model`) and evaluated by "
-             "`benchmarks/quality.py` on the same test clips and samples (raw JSON: " + files + "). "
+             "`benchmarks/quality.py` on the same clips and samples (raw JSON: " + files + "). "
              "Flow rows only, mean ± 1.96·SE over clips:", "",
-             md_table(["context", "horizon", "latent", *[c[1] for c in cols]], rows), ""]
-    # where each variant stands at the mid horizon, |C| = 1: computed, not written by hand
-    c1 = next(iter(quality["results"]))
-    mid = list(quality["results"][c1])[-1]
+             md_table(["context", "step", "latent", *[c[2] for c in cols]], rows), ""]
+    if stale:
+        lines += [f"({', '.join(stale)}: stored by the previous `quality.py`, without object-class mIoU (—); "
+                  "its model may also predate the current bundle.)", ""]
+    c1 = next(iter(base))
+    mid = list(base[c1])[-1]
     summary = []
-    for (m, name, d), higher in zip((cols[0], cols[2], cols[3]), (True, False, False)):
-        vals = {label: res["results"][c1][mid][flow_key][m]["mean"] for label, res in variants.items()
-                if m in res["results"].get(c1, {}).get(mid, {}).get(flow_key, {})}
-        if vals:
-            best = (max if higher else min)(vals, key=vals.get)
-            summary.append(f"{name} " + ", ".join(f"{k} {v:.{d}f}" for k, v in vals.items()) + f" (best: {best})")
+    for row, m, name, d in (cols[0], cols[1], cols[3], cols[4]):
+        higher = quality.METRICS[m][2]
+        vals = {label: res[c1][mid][row][m]["mean"] for label, res in variants.items()
+                if m in res.get(c1, {}).get(mid, {}).get(row, {})}
+        if len(vals) > 1:
+            top = (max if higher else min)(vals, key=vals.get)
+            summary.append(f"{name} " + ", ".join(f"{k} {v:.{d}f}" for k, v in vals.items()) + f" (best: {top})")
     if summary:
         lines += [f"At {c1}, {mid}: " + "; ".join(summary) + ".", ""]
     return lines
 
 
+def _status(value: float | None, ok: bool | None) -> str:
+    return "not run" if value is None else ("met" if ok else "**not met**")
+
+
+def targets(results: dict[str, Any]) -> list[list[str]]:
+    """Issue 13's target table, measured from the stored runs (point estimates decide)."""
+    rows: list[list[str]] = []
+    q = results.get("quality") if results.get("quality", {}).get("format", 1) >= 2 else None
+    d = results.get("distribution") if results.get("distribution", {}).get("format", 1) >= 2 else None
+    if q:
+        res, cs = q["results"], q["protocol"]["contexts"]
+        cmax, c1 = f"|C|={max(cs)}", f"|C|={min(cs)}"
+        ens = quality.ENS.format(max(q["protocol"]["ensemble_k"]))
+        sk = res[cmax]["t+3"]["skill"].get(quality.REG)
+        rows.append([f"regression skill over copy-last, {cmax}, t+3 (mIoU objects)", fmt(sk), "≥ 0.5",
+                     _status(sk, sk and sk["mean"] >= 0.5)])
+        g = q.get("context_gain", {}).get("rows", {}).get(quality.REG, {}).get("t+3")
+        rows.append([f"context gain, regression, t+3: mIoU objects({cmax}) − ({c1})", fmt(g), "≥ +3",
+                     _status(g, g and g["mean"] >= 3)])
+        for c in dict.fromkeys([c1, cmax]):
+            for step in ("t+1", "t+3"):
+                gap = res[c][step].get("gap_vs_regression", {}).get(ens, {}).get("miou_obj")
+                need = 0.0 if c == c1 else -1.0
+                rows.append([f"{ens} − regression, {c}, {step} (mIoU objects)", fmt(gap),
+                             "> 0" if c == c1 else "≥ −1", _status(gap, gap and (gap["mean"] > need if c == c1
+                                                                              else gap["mean"] >= need))])
+        gap = res[c1]["t+1"].get("gap_vs_regression", {}).get(quality.FLOW, {}).get("miou_obj")
+        rows.append([f"flow mean-of-K − regression, {c1}, t+1 (mIoU objects)", fmt(gap), "> 0",
+                     _status(gap, gap and gap["mean"] > 0)])
+        for step in ("t+1", "t+3"):
+            r = res[cmax][step].get("latent_static_flow_over_regression")
+            rows.append([f"flow per-sample static-patch latent error / regression's, {cmax}, {step}", fmt(r),
+                         "≤ 2", _status(r, r and r["mean"] <= 2)])
+    if d:
+        cmax = list(d["results"])[-1]
+        for step in ("t+1", "t+3"):
+            r = d["results"][cmax][step]["spread"]["ratio"]
+            rows.append([f"spread ratio, samples vs true futures, {cmax}, {step}", fmt(r), "0.7–1.4",
+                         _status(r, 0.7 <= r["mean"] <= 1.4)])
+        for step in ("t+1", "t+3"):
+            for space in ("latent", "segmentation"):
+                gaps = [v[step].get("energy_gap_regression_minus_flow", {}).get(space) for v in d["results"].values()]
+                gaps = [g for g in gaps if g]
+                if gaps:
+                    txt = ", ".join(f"{c}: {fmt(g, 2)}" for c, g in zip(d["results"], gaps))
+                    rows.append([f"energy distance, regression − flow, {space}, {step}", txt, "> 0 (flow closer)",
+                                 _status(gaps[0], all(g["mean"] > 0 for g in gaps))])
+    return rows
+
+
 def _headline(results: dict[str, Any]) -> list[str]:
     out = []
+    rows = targets(results)
+    if rows:
+        out += ["Issue 13's targets, measured on this run (\"met\" by the point estimate; read the interval):", "",
+                md_table(["figure", "measured (± 95 %)", "target", "status"], rows), ""]
     q = results.get("quality")
-    if q:
-        ckeys = list(q["results"])
-        c1 = q["results"][ckeys[0]]["short (t+1)"]
-        f, r = c1.get("flow (VAE latent)", {}), c1.get("regression", {})
-        if "miou" in f and "miou" in r:
-            out.append(f"- {ckeys[0]}, next frame: flow mIoU {f['miou']['mean']:.1f} ± {f['miou']['ci95']:.1f} "
-                       f"(mean of K), {f['miou@best']['mean']:.1f} best-of-K; regression {r['miou']['mean']:.1f} "
-                       f"± {r['miou']['ci95']:.1f}"
-                       + "".join(f"; {n} {c1[n]['miou']['mean']:.1f} ± {c1[n]['miou']['ci95']:.1f}"
-                                 for n in ("copy last frame", "oracle: probe on true future features") if n in c1)
-                       + ".")
-        out.append(f"- {quality.verdict(q['claim']['miou_gap_flow_minus_regression'])}.")
-    d = results.get("distribution")
-    if d:
-        for space, label in (("features", "feature space"), ("depth", "decoded depth")):
-            steps = d["results"].get(space, {})
-            parts = []
-            for step, v in steps.items():
-                rows = v["rows"]
-                if "regression" in rows:
-                    parts.append(f"{step}: flow {rows['flow']['energy_distance']['mean']:.2f}, regression "
-                                 f"{rows['regression']['energy_distance']['mean']:.2f} "
-                                 f"({v.get('regression_over_flow', float('nan')):.2f}× the flow's)")
-            if parts:
-                out.append(f"- Energy distance to the true futures in {label} (↓): " + "; ".join(parts) + ".")
+    if q and q.get("format", 1) >= 2:
+        cs = list(q["results"])
+        for step in ("t+1", "t+3"):
+            r = q["results"][cs[0]][step]["rows"]
+            parts = [f"{n} {fmt(r[n]['miou_obj'], 1)}" for n in
+                     (quality.FLOW, quality.ENS.format(max(q["protocol"]["ensemble_k"])), quality.REG, quality.COPY,
+                      quality.ORACLE) if n in r]
+            out.append(f"- Object-class mIoU, {cs[0]}, {step}: " + "; ".join(parts) + ".")
+        out.append(f"- {quality.verdict(q)}.")
     c = results.get("calibration")
-    if c:
-        out.append("- Depth spread/skill: " + ", ".join(f"{s} {r['spread_skill_ratio']:.2f}"
-                                                      for s, r in c["results"].items()) + " (1 = calibrated).")
+    if c and c.get("format", 1) >= 2:
+        parts = [f"{ck} {s} {fmt(r['latent']['spread_skill'])}" for ck, hs in c["results"].items()
+                 for s, r in hs.items()]
+        out.append("- Latent spread/skill (1 = calibrated, > 1 over-dispersed): " + ", ".join(parts) + ".")
     s = results.get("speed")
     if s:
         f = s["throughput"]
         out.append(f"- Denoiser at {f['denoiser_gflops']:.2f} GFLOP/s = {100 * f['fraction_of_peak']:.0f} % of this "
                    f"CPU's measured matmul rate; peak RSS growth from horizon {s['memory'][0]['horizon']} to "
-                   f"{s['memory'][-1]['horizon']}: {s['memory'][-1]['growth_mb'] - s['memory'][0]['growth_mb']:.1f} MB.")
+                   f"{s['memory'][-1]['horizon']}: "
+                   f"{s['memory'][-1]['growth_mb'] - s['memory'][0]['growth_mb']:.1f} MB.")
     return out
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METRIC_COLUMNS = {"miou", "abs_rel", "delta1", "normal_err", "psnr"}
+METRIC_COLUMNS = {"miou_obj", "miou", "abs_rel", "delta1", "normal_err", "psnr"}
 
 
 @pytest.fixture(scope="module")
@@ -46,51 +46,94 @@ def _finite(x) -> None:
 
 @pytest.mark.slow
 def test_quality_json_rows_columns(quick_run):
+    import quality
+
     out, _ = quick_run
     q = json.loads((out / "quality.json").read_text())
+    assert q["format"] == 2 and q["protocol"]["split"] == "test"
     assert q["protocol"]["contexts"] == [1, 2]  # tiny model: max_context 2
+    assert q["protocol"]["ensemble_k"] == [1, 2]  # K = 2 in quick mode
     assert set(q["results"]) == {"|C|=1", "|C|=2"}
+    rows_expected = {quality.FLOW, quality.BEST, quality.ENS.format(1), quality.ENS.format(2), quality.REG,
+                     quality.COPY, quality.ORACLE}
     for hs in q["results"].values():
-        assert set(hs) == {"short (t+1)", "mid (t+3)"}
-        for rows in hs.values():
-            assert set(rows) == {"flow (VAE latent)", "regression", "copy last frame",
-                                 "oracle: probe on true future features"}
-            flow = rows["flow (VAE latent)"]
-            assert METRIC_COLUMNS | {m + "@best" for m in METRIC_COLUMNS} <= set(flow)
-            assert METRIC_COLUMNS <= set(rows["regression"])
+        assert set(hs) == {"t+1", "t+3"}
+        for v in hs.values():
+            rows = v["rows"]
+            assert set(rows) == rows_expected
             for r in rows.values():
-                for m in METRIC_COLUMNS:
-                    assert math.isfinite(r[m]["mean"]) and math.isfinite(r[m]["ci95"]) and r[m]["n"] == 2
+                assert METRIC_COLUMNS <= set(r)
+                for m in METRIC_COLUMNS - {"miou_obj"}:  # a frame may show no object class
+                    assert math.isfinite(r[m]["mean"]) and r[m]["n"] == 2
             # best-of-K is never worse than the mean over samples
-            assert flow["miou@best"]["mean"] >= flow["miou"]["mean"] - 1e-9
-            assert flow["abs_rel@best"]["mean"] <= flow["abs_rel"]["mean"] + 1e-9
+            assert rows[quality.BEST]["miou"]["mean"] >= rows[quality.FLOW]["miou"]["mean"] - 1e-9
+            assert rows[quality.BEST]["abs_rel"]["mean"] <= rows[quality.FLOW]["abs_rel"]["mean"] + 1e-9
+            assert set(v["skill"]) == rows_expected - {quality.COPY, quality.ORACLE}
+            assert set(v["latent_mse"]) == {"flow, per sample", "flow ensemble mean", quality.REG, quality.COPY}
+            for sets in v["latent_mse"].values():
+                assert set(sets) == {"moving", "static", "all"} and sets["static"]["mean"] >= 0
+            # nothing moves on the static patches: copy-last's error there is below its error on moving ones
+            assert v["latent_mse"][quality.COPY]["static"]["mean"] <= v["latent_mse"][quality.COPY]["moving"]["mean"]
+            assert "latent_static_flow_over_regression" in v
+    assert set(q["context_gain"]["rows"]) == {quality.FLOW, quality.ENS.format(2), quality.REG}
     assert set(q["not_run"]) == {"flow in PCA-16 latent", "flow on raw features"}
-    assert "|C|=1" in q["claim"]["miou_gap_flow_minus_regression"]
+
+
+def test_motion_masks_and_segmentation_scores():
+    """Moving = top 10 % of patches by true latent change, static = bottom 50 %; object mIoU
+    leaves background and floor out and is NaN on a frame without objects."""
+    import torch
+    from _common import seg_scores
+    from quality import motion_masks
+
+    z_last = torch.zeros(1, 4, 5, 2)
+    z_true = torch.zeros(1, 1, 4, 5, 2)
+    z_true[0, 0, 0, 0] = 3.0  # the one patch that moves
+    z_true[0, 0, 1, :, 0] = torch.arange(5.0) * 0.1
+    m = motion_masks(z_true, z_last)
+    assert m["moving"].sum() == 2 and bool(m["moving"][0, 0, 0, 0])  # ceil(10 % of 20)
+    assert m["static"].sum() == 10 and not bool(m["static"][0, 0, 0, 0])
+    pred = torch.tensor([[[0, 1], [2, 2]], [[0, 1], [1, 1]]])
+    target = torch.tensor([[[0, 1], [2, 3]], [[0, 1], [1, 0]]])
+    s = seg_scores(pred, target, 5, [2, 3, 4])
+    assert s["miou_obj"][0].item() == pytest.approx(25.0)  # sphere 1/2, cube 0
+    assert math.isnan(s["miou_obj"][1].item())
 
 
 @pytest.mark.slow
-def test_distribution_calibration_speed_json(quick_run):
+def test_distribution_calibration_nfe_speed_json(quick_run):
     out, _ = quick_run
     d = json.loads((out / "distribution.json").read_text())
-    for space in ("features", "depth"):
+    assert set(d["results"]) == {"|C|=1", "|C|=2"}
+    for hs in d["results"].values():
         for step in ("t+1", "t+3"):
-            v = d["results"][space][step]
-            assert set(v["rows"]) == {"flow", "regression", "copy last frame", "true futures (2nd draw)"}
-            assert v["coverage_radius"] >= 0
-            for r in v["rows"].values():
-                assert 0 <= r["coverage"]["mean"] <= r["coverage_2r"]["mean"] <= 100
-                assert math.isfinite(r["energy_distance"]["mean"])
+            v = hs[step]
+            assert set(v["spread"]) == {"samples", "truth", "ratio"} and v["spread"]["samples"]["mean"] >= 0
+            for space in ("latent", "segmentation"):
+                assert set(v["energy_distance"][space]) == {"flow", "regression", "copy last frame",
+                                                            "true futures (2nd draw)"}
+                for r in v["energy_distance"][space].values():
+                    assert math.isfinite(r["mean"])
     c = json.loads((out / "calibration.json").read_text())
-    for step in ("t+1", "t+3"):
-        r = c["results"][step]
-        assert r["spread_skill_ratio"] >= 0 and len(r["reliability"]) == 10
-        assert sum(b["pixels"] for b in r["reliability"]) == r["pixels"]
+    for hs in c["results"].values():
+        for step in ("t+1", "t+3"):
+            r = hs[step]
+            rel = r["latent"]["reliability"]  # deciles of spread (fewer bins when there are fewer patches)
+            assert r["latent"]["spread_skill"]["mean"] >= 0 and 1 <= len(rel) <= 10
+            assert sum(b["patches"] for b in rel) == 2 * 2 * 2  # clips × 2×2 patch grid
+            levels = r["segmentation"]["objects"]["levels"]
+            assert [x["predicted"] for x in levels] == pytest.approx([0, 1 / 3, 2 / 3, 1])  # K = 3
+            assert 0 <= r["segmentation"]["all"]["ece"]["mean"] <= 100
+    n = json.loads((out / "nfe.json").read_text())
+    assert {"euler 1", "euler 2", "heun 2", "regression", "copy last frame"} <= set(n["results"])
+    assert n["results"]["euler 2"]["nfe"] == 2
+    assert "miou_obj_ensemble" in n["results"]["heun 2"]["t+1"]
     s = json.loads((out / "speed.json").read_text())
     assert {r["solver"] for r in s["solvers"]} == {"euler", "heun", "midpoint", "rk4", "dopri5"}
     assert all(r["nfe"] >= 1 and r["ms_per_frame"] > 0 for r in s["solvers"])
     assert [m["horizon"] for m in s["memory"]] == [1, 2]
     assert s["throughput"]["matmul_gflops"] > 0 and s["training"]["forecaster_samples_per_s"] > 0
-    for j in (d, c, s):
+    for j in (c, s):
         _finite(j)
 
 
@@ -98,12 +141,34 @@ def test_distribution_calibration_speed_json(quick_run):
 def test_markdown_page_embeds_tables_and_plots(quick_run):
     out, md = quick_run
     page = md.read_text()
-    for title in ("## Protocol", "## Headline", "## Quality", "## Distribution", "## Calibration", "## Speed"):
+    for title in ("## Protocol", "## Headline", "## Quality", "## Distribution", "## Calibration",
+                  "## Quality vs NFE", "## Speed"):
         assert title in page
-    for png in ("calibration_reliability.png", "speed_miou_vs_nfe.png", "speed_latency_vs_nfe.png"):
+    for png in ("calibration_latent_spread_skill.png", "calibration_segmentation_reliability.png",
+                "nfe_miou_objects.png", "nfe_static_latent_error.png", "speed_latency_vs_nfe.png"):
         assert f"](benchmarks/{png})" in page
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| flow (VAE latent) best-of-K |" in page
+    assert "| flow, best of K |" in page and "| flow ensemble mean, k=2 |" in page
+    assert "Issue 13's targets" in page and "over-confident (spread too small)" not in page
+
+
+def test_render_only_handles_old_and_missing_json(tmp_path):
+    """--render-only on previous-protocol JSON (or none) says "not run" instead of failing."""
+    import run_all
+
+    out = tmp_path / "b"
+    out.mkdir()
+    old = {"benchmark": "quality", "model": "toyworld", "quick": False,
+           "results": {"|C|=1": {"short (t+1)": {"flow (VAE latent)": {"miou": {"mean": 50.0, "ci95": 1.0, "n": 4},
+                                                                      "miou@best": {"mean": 55.0, "ci95": 1.0, "n": 4}},
+                                                "copy last frame": {"miou": {"mean": 52.0, "ci95": 1.0, "n": 4}}}}}}
+    (out / "quality.json").write_text(json.dumps(old))
+    (out / "quality_raw.json").write_text(json.dumps(old))
+    md = tmp_path / "page.md"
+    run_all.main(["--render-only", "--model", "toyworld", "--out", str(out), "--md", str(md)])
+    page = md.read_text()
+    assert "previous protocol" in page and "Not run (no `distribution.json`" in page
+    assert "## Which latent space?" in page and "| \\|C\\|=1 | t+1 | raw features" in page
 
 
 def test_planning_benchmark_counts_batched_passes(tmp_path, capsys):
@@ -138,7 +203,7 @@ def test_latent_space_section_is_rendered_from_stored_runs(quick_run):
     other = json.loads(json.dumps(q))
     for hs in other["results"].values():  # a variant that is worse on depth everywhere
         for rows in hs.values():
-            rows["flow (VAE latent)"]["abs_rel"]["mean"] += 1.0
+            rows["rows"]["flow, mean of K"]["abs_rel"]["mean"] += 1.0
     (out / "quality_raw.json").write_text(json.dumps(other))
     try:
         text = "\n".join(run_all.latent_comparison(q, out, "benchmarks/"))
