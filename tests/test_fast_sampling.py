@@ -110,3 +110,28 @@ def test_compiled_step_matches_eager():
         finally:
             den.compile_sampling(False)
     assert not den.sampling_compiled
+
+
+def test_forecast_decodes_in_chunks_without_keeping_large_outputs(monkeypatch):
+    from featureflow.compressors import Identity
+    from featureflow.encoders import PixelPatchEncoder
+    from featureflow.probes import PixelPatchRGBHead
+    from featureflow.world import Forecast, WorldModel
+
+    fc = FlowForecaster(Denoiser(latent_dim=48, width=16, depth=1, heads=2))
+    wm = WorldModel(PixelPatchEncoder(4), Identity(48), fc, {"rgb": PixelPatchRGBHead(4)})
+    f = wm.forecast(torch.rand(1, 2, 3, 16, 16), horizon=5, num_samples=3, generator=torch.Generator().manual_seed(0))
+    want = wm.decode_latents(f.latents, "rgb")
+    monkeypatch.setattr(Forecast, "chunk", 4)  # 15 images in chunks of 4
+    monkeypatch.setattr(Forecast, "cache_bytes", 0)  # keep nothing
+    rgb = f.decode("rgb")
+    torch.testing.assert_close(rgb, want)
+    assert "decode:rgb" not in f._cache and "features" not in f._cache
+    torch.testing.assert_close(f.decode("rgb", steps=[1, 3]), want[:, :, [1, 3]])
+    torch.testing.assert_close(f.decode("rgb", steps=-1), want[:, :, -1:])
+    unc = f.uncertainty("rgb")
+    torch.testing.assert_close(unc["mean"], want.mean(dim=1))
+    with pytest.raises(IndexError, match="out of range"):
+        f.decode("rgb", steps=5)
+    monkeypatch.setattr(Forecast, "cache_bytes", 8 * 2**20)
+    assert f.decode("rgb") is f.decode("rgb")  # small outputs are kept
