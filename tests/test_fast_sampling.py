@@ -135,3 +135,25 @@ def test_forecast_decodes_in_chunks_without_keeping_large_outputs(monkeypatch):
         f.decode("rgb", steps=5)
     monkeypatch.setattr(Forecast, "cache_bytes", 8 * 2**20)
     assert f.decode("rgb") is f.decode("rgb")  # small outputs are kept
+
+
+def test_world_model_forecast_precision_and_compile_options():
+    from featureflow.compressors import Identity
+    from featureflow.encoders import PixelPatchEncoder
+    from featureflow.probes import PixelPatchRGBHead
+    from featureflow.world import WorldModel
+
+    torch.manual_seed(0)
+    fc = FlowForecaster(Denoiser(latent_dim=48, width=16, depth=1, heads=2))
+    wm = WorldModel(PixelPatchEncoder(4), Identity(48), fc, {"rgb": PixelPatchRGBHead(4)})
+    frames = torch.rand(1, 2, 3, 16, 16)
+    a = wm.forecast(frames, 2, 2, generator=torch.Generator().manual_seed(0))
+    b = wm.forecast(frames, 2, 2, generator=torch.Generator().manual_seed(0), precision="bf16")
+    assert b.latents.dtype == torch.float32 and wm.forecaster.denoiser.weight_dtype == torch.float32
+    torch.testing.assert_close(b.latents, a.latents, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        wm.forecast(frames, 1, precision="half")
+    try:
+        assert sampling_forecaster(fc, compile=True) is fc and fc.denoiser.sampling_compiled
+    finally:
+        fc.denoiser.compile_sampling(False)
