@@ -191,12 +191,14 @@ class WorldModel(nn.Module):
             precision: ``"fp32"`` (default) or ``"bf16"``: sample with a bfloat16 copy of the
                 denoiser's weights (made on first use and kept while the weights do not
                 change); the solver state, noise and returned latents stay float32. Faster
-                where bf16 matmuls are (CPUs with AMX, recent GPUs: 1.3-1.6x per network
-                evaluation measured here, docs/speed.md); velocities differ from fp32 by ~1 %.
+                where bf16 matmuls are (CPUs with AMX, recent GPUs): 1.3x per forecast frame
+                at the bundle's size to 3x at the released size on this CPU (docs/speed.md);
+                velocities differ from fp32 by ~1 %.
             compile: run the denoiser's cached step through ``torch.compile`` (causal arch).
                 The first forecast pays the compilation, once per window length (1 to
-                ``max_context`` frames) and batch size: about a minute per shape on a
-                2-core CPU (docs/speed.md); the model stays compiled for later calls.
+                ``max_context`` frames) and batch size: 9 s (bundle size) to 40 s per shape
+                on an idle CPU core here, many minutes on a busy one (docs/speed.md); the
+                model stays compiled for later calls.
             progress: show a progress bar over forecast steps.
             actions: for an action-conditioned model (:attr:`action_dim` set, e.g. the
                 bundled ``"toyworld-agent"``), the action taken before each forecast
