@@ -168,11 +168,12 @@ class ForecasterBase(nn.Module, Configurable):
         n = int(clip.shape[1])
         hi = torch.tensor([min(j, self.max_context) for j in range(1, n)])
         lo = torch.full_like(hi, self.min_context)
-        u = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else "cpu").cpu()
+        device = generator.device if generator is not None else "cpu"
+        u = torch.rand(n - 1, generator=generator, device=device).cpu()
         lengths = (lo + (u * (hi - lo + 1).clamp_min(1)).floor().long()).clamp(max=hi)
         lengths[hi < self.min_context] = 0
         if dropout > 0:
-            d = torch.rand(n - 1, generator=generator, device=generator.device if generator is not None else "cpu")
+            d = torch.rand(n - 1, generator=generator, device=device)
             lengths[d.cpu() < dropout] = 0
         return clip, [int(m) for m in lengths], (actions.to(clip.dtype) if actions is not None else None)
 
