@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,7 @@ def save_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    _prune_temporaries(ckpt_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.", dir=ckpt_dir))
     try:
         save_safetensors({k: v.detach().clone() for k, v in model.items()}, tmp / "model.safetensors")
@@ -189,34 +191,76 @@ def save_checkpoint(
         rng_tensors.update({f"extra.{k}": v for k, v in (rng or {}).items()})
         save_safetensors(rng_tensors, tmp / "rng.safetensors")
         doc = {"step": step, "optimizer": opt_meta, "rng": rng_meta, "state": state or {}}
-        (tmp / "state.json").write_text(json.dumps(doc))
+        (tmp / "state.json").write_text(json.dumps(doc))  # written last: marks the directory complete
         final = _step_dir(ckpt_dir, step)
+        old = None
         if final.exists():
-            shutil.rmtree(final)
+            # Re-saving a step: move the old copy aside (not deleted yet), swap the new one in.
+            # A crash in between leaves ``latest`` naming a missing directory, and
+            # load_checkpoint falls back to the newest intact one.
+            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}.", dir=ckpt_dir))
+            os.replace(final, old / final.name)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     with atomic_write(ckpt_dir / "latest") as p:
         p.write_text(final.name + "\n")
-    old = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p != final)
-    for p in old[: max(0, len(old) - (keep - 1))]:
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    older = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p != final)
+    for p in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def _prune_temporaries(ckpt_dir: Path) -> None:
+    """Remove what a killed writer left behind: ``.step-*`` / ``.old-*`` directories and ``.latest.*`` files."""
+    for p in list(ckpt_dir.glob(".step-*")) + list(ckpt_dir.glob(".old-*")):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_dir.glob(".latest.*"):
+        p.unlink(missing_ok=True)
+
+
+def _intact(path: Path) -> bool:
+    return path.is_dir() and (path / "state.json").is_file()
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def load_checkpoint(ckpt_dir: str | os.PathLike, *, restore_global_rng: bool = False) -> Checkpoint | None:
     """The checkpoint ``latest`` points to (``None`` if there is none).
 
-    With ``restore_global_rng`` the global torch/Python/NumPy RNGs are restored too.
+    If ``latest`` names a directory that is missing or incomplete (a writer killed while
+    swapping a re-saved step), the newest intact ``step-*`` directory is used instead,
+    with a warning. With ``restore_global_rng`` the global torch/Python/NumPy RNGs are
+    restored too.
+
+    Example:
+        >>> import tempfile, torch
+        >>> d = tempfile.mkdtemp()
+        >>> load_checkpoint(d) is None
+        True
     """
     ckpt_dir = Path(ckpt_dir)
     pointer = ckpt_dir / "latest"
-    if not pointer.is_file():
-        return None
-    path = ckpt_dir / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"checkpoint pointer {pointer} names {path}, which has no state.json")
+    named = ckpt_dir / pointer.read_text().strip() if pointer.is_file() else None
+    if named is not None and _intact(named):
+        path = named
+    else:
+        # No pointer, or it names a directory a crash left missing: the newest intact step.
+        found = sorted((p for p in ckpt_dir.glob("step-*") if _intact(p)), key=_step_of) if ckpt_dir.is_dir() else []
+        if not found:
+            return None
+        path = found[-1]
+        if named is not None:
+            warnings.warn(f"checkpoint pointer {pointer} names {named.name}, which is missing or incomplete; "
+                          f"resuming from {path.name}", stacklevel=2)
     doc = json.loads((path / "state.json").read_text())
     rng_all = load_safetensors(path / "rng.safetensors")
     if restore_global_rng:

@@ -13,11 +13,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from featureflow.training.loop import FitResult, fit
+from featureflow.training.fingerprint import data_fingerprint, model_fingerprint
+from featureflow.training.loop import FitConfig, FitResult, fit
 from featureflow.utils import load_safetensors, save_json, save_safetensors
 from featureflow.version import FORMAT_VERSION, __version__
 
-__all__ = ["train_forecaster", "frames_to_latents", "save_forecaster", "register"]
+__all__ = ["train_forecaster", "forecaster_config", "FORECASTER_DEFAULTS", "frames_to_latents", "save_forecaster", "register"]
 
 
 def _check_data(model: nn.Module, data: Any) -> None:
@@ -34,47 +35,56 @@ def _check_data(model: nn.Module, data: Any) -> None:
             raise ValueError(f"clips have C={data.shape[-1]} latent channels; the forecaster expects {dim}")
 
 
+#: The forecaster stage's defaults (other fields: :class:`~featureflow.training.loop.FitConfig`'s).
+FORECASTER_DEFAULTS: dict[str, Any] = {"steps": 1000, "batch_size": 8, "lr": 3e-4, "warmup": 100}
+
+
+def forecaster_config(**overrides: Any) -> FitConfig:
+    """The forecaster stage's :class:`FitConfig`: :data:`FORECASTER_DEFAULTS` updated by ``overrides``.
+
+    Example:
+        >>> forecaster_config(steps=5).lr
+        0.0003
+    """
+    return FitConfig.from_dict({**FORECASTER_DEFAULTS, **overrides}, where="forecaster train")
+
+
 def train_forecaster(
     model: nn.Module,
     data: Any,
+    config: FitConfig | None = None,
     *,
-    steps: int = 1000,
-    batch_size: int = 8,
-    lr: float = 3e-4,
-    warmup: int = 100,
-    grad_accum: int = 1,
-    ema_decay: float | None = 0.999,
-    clip_grad: float | None = 1.0,
-    weight_decay: float = 0.0,
-    bf16: bool = False,
     log_path: str | os.PathLike | None = None,
     ckpt_dir: str | os.PathLike | None = None,
-    ckpt_every: int | None = None,
     resume: bool = False,
     progress: bool = True,
-    seed: int = 0,
     device: str | torch.device | None = None,
     stop_at: int | None = None,
     encode: Callable[[Any], Tensor] | None = None,
     desc: str | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> FitResult:
     """Train a :class:`~featureflow.forecast.FlowForecaster` or ``RegressionForecaster``.
 
-    Each micro-batch is a batch of latent clips (b, T, h, w, C); the model's ``loss``
+    A thin wrapper of :func:`featureflow.training.loop.fit` with the forecaster's loss:
+    each micro-batch is a batch of latent clips (b, T, h, w, C); the model's ``loss``
     draws the context length, stride, noise and flow times from the run's generator,
-    so a run is reproducible from ``seed`` and resumes exactly from a checkpoint. See
-    :func:`featureflow.training.loop.fit` for the optimisation settings (AdamW, cosine
-    schedule with ``warmup`` optimizer steps, ``grad_accum``, EMA, clipping, bf16,
-    JSONL log, atomic checkpoints, ``stop_at``).
+    so a run is reproducible from ``seed`` and resumes exactly from a checkpoint.
 
     Args:
         model: a forecaster with ``loss(clip, generator=...)``.
         data: latent clips as a Tensor (N, T, h, w, C), a dataset of (T, h, w, C)
             clips, or an iterable of (b, T, h, w, C) batches; with ``encode``, anything
             ``encode`` turns into such a batch (e.g. fresh frames of a procedural world).
+        config: optimisation settings (default :func:`forecaster_config`); keyword
+            ``overrides`` (``steps=``, ``lr=``, ``ckpt_every=``, ``bf16=``, ...) replace fields.
+        log_path, ckpt_dir, resume, progress, device, stop_at: as in :func:`fit`.
         encode: optional map from a data batch to latent clips (b, T, h, w, C), run
             without gradients before every loss (see :func:`frames_to_latents`).
         desc: progress-bar label (default ``"flow"`` or ``"regression"`` by model type).
+        fingerprint: what resuming must match (default: the model's type and config,
+            and the data's shape and content hash).
 
     Returns:
         :class:`~featureflow.training.loop.FitResult` (losses per step, EMA, optimizer).
@@ -92,6 +102,9 @@ def train_forecaster(
     if not callable(getattr(model, "loss", None)):
         raise TypeError(f"model must have a loss(clip, generator=...) method (a forecaster), got {type(model).__name__}")
     _check_data(model, data)
+    cfg = config if config is not None else forecaster_config()
+    if fingerprint is None:
+        fingerprint = {"model": model_fingerprint(model), "data": data_fingerprint(data)}
 
     def loss_fn(m: nn.Module, batch: Any, generator: torch.Generator) -> Tensor:
         if encode is not None:
@@ -100,10 +113,9 @@ def train_forecaster(
         return m.loss(batch, generator=generator)
 
     return fit(
-        model, loss_fn, data, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, grad_accum=grad_accum,
-        ema_decay=ema_decay, clip_grad=clip_grad, weight_decay=weight_decay, bf16=bf16, log_path=log_path,
-        ckpt_dir=ckpt_dir, ckpt_every=ckpt_every, resume=resume, progress=progress, seed=seed, device=device,
-        stop_at=stop_at, desc=desc or ("regression" if "Regression" in type(model).__name__ else "flow"),
+        model, loss_fn, data, cfg, log_path=log_path, ckpt_dir=ckpt_dir, resume=resume, progress=progress,
+        device=device, stop_at=stop_at, fingerprint=fingerprint,
+        desc=desc or ("regression" if "Regression" in type(model).__name__ else "flow"), **overrides,
     )
 
 
