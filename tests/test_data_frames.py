@@ -67,7 +67,10 @@ def test_video_errors(tmp_path):
         read_video(tmp_path / "none.mp4")
     (tmp_path / "clip.mp4").write_bytes(b"\x00" * 16)
     try:
-        import imageio  # noqa: F401
+        import av  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="imageio"):
+        with pytest.raises(ImportError, match=r"featureflow\[video\]"):
+            read_video(tmp_path / "clip.mp4")
+    else:
+        with pytest.raises(ValueError, match="could not read .*clip.mp4 as a video"):
             read_video(tmp_path / "clip.mp4")

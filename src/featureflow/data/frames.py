@@ -2,14 +2,13 @@
 
 Frames are (t, 3, H, W) float32 in [0, 1]. Folders are read with Pillow in natural
 filename order (``frame_2`` before ``frame_10``). Videos: animated GIF, WebP and PNG are
-read with Pillow; other containers (mp4, avi, ...) need ``imageio`` with a video
-backend, which featureflow does not depend on; without it a clear error says so.
+read with Pillow; other containers (mp4, avi, ...) are decoded with PyAV, the optional
+``video`` extra (``pip install featureflow[video]``); without it a clear error says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from torch import Tensor
 from featureflow.typing import Float, UInt8, typechecked
 from featureflow.utils import atomic_write
 
-__all__ = ["IMAGE_EXTENSIONS", "read_frames", "write_frames", "read_video", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "read_frames", "read_image", "write_frames", "read_video", "to_uint8"]
 
 #: File extensions that :func:`read_frames` picks up.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -55,6 +54,24 @@ def _stack(images: list[np.ndarray], source: str) -> Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image file as an (H, W, 3) uint8 RGB array (any mode converted to RGB).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = write_frames(torch.ones(1, 3, 2, 3), d)
+        >>> read_image(d / "frame_00000.png").shape
+        (2, 3, 3)
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"image not found: {file}")
+    with _opening(file, "an image"):
+        with Image.open(file) as im:
+            return np.asarray(im.convert("RGB"))
+
+
 @typechecked
 def read_frames(path: str | os.PathLike, pattern: str | None = None) -> Float[Tensor, "t 3 H W"]:
     """Read a folder of images into frames (t, 3, H, W) float32 in [0, 1].
@@ -82,12 +99,7 @@ def read_frames(path: str | os.PathLike, pattern: str | None = None) -> Float[Te
         what = pattern or f"files ending in {', '.join(IMAGE_EXTENSIONS)}"
         raise FileNotFoundError(f"no frames in {folder}: expected {what}")
     files.sort(key=_natural_key)
-    images = []
-    for f in files:
-        with _opening(f, "an image"):
-            with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB")))
-    return _stack(images, str(folder))
+    return _stack([read_image(f) for f in files], str(folder))
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -139,9 +151,10 @@ def write_frames(
 def read_video(path: str | os.PathLike) -> Float[Tensor, "t 3 H W"]:
     """Read a video file into frames (t, 3, H, W) float32 in [0, 1].
 
-    Animated GIF / WebP / PNG are read with Pillow. Other formats are read with
-    ``imageio`` if it is installed (``pip install imageio[pyav]``); otherwise a clear
-    ``ImportError`` is raised.
+    Animated GIF / WebP / PNG are read with Pillow; other containers (mp4, avi, mkv,
+    webm, ...) are decoded with PyAV (``pip install featureflow[video]``); without it a
+    clear ``ImportError`` says so. For long videos use `featureflow.data.VideoClips`,
+    which decodes only the frames of the clip it is asked for.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -159,15 +172,6 @@ def read_video(path: str | os.PathLike) -> Float[Tensor, "t 3 H W"]:
             with Image.open(file) as im:
                 images = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(im)]
         return _stack(images, str(file))
-    if importlib.util.find_spec("imageio") is None:
-        raise ImportError(
-            f"reading {file.suffix} video needs imageio with a video backend (pip install 'imageio[pyav]'), "
-            f"which is not installed; Pillow only reads animated {', '.join(_PILLOW_VIDEO)}. "
-            "Alternatively extract the frames to a folder and use read_frames()."
-        )
-    import imageio.v3 as iio  # pragma: no cover - optional dependency
+    from featureflow.data.video import decode_video
 
-    arr = np.asarray(iio.imread(file))  # pragma: no cover
-    if arr.ndim != 4 or arr.shape[-1] < 3:  # pragma: no cover
-        raise ValueError(f"expected a colour video (t, H, W, 3) from {file}, got array of shape {arr.shape}")
-    return _stack([a[..., :3].astype(np.uint8) for a in arr], str(file))  # pragma: no cover
+    return _stack(decode_video(file), str(file))
