@@ -522,3 +522,48 @@ def test_residual_scale_round_trip_and_sampling_inverse():
 
     unit = first([1.0] * C)
     torch.testing.assert_close(first(scale.tolist()) - ctx[:, -1], (unit - ctx[:, -1]) * scale, atol=1e-5, rtol=1e-5)
+
+
+def test_context_noise_perturbs_context_only_and_round_trips_in_the_config():
+    from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
+
+    torch.manual_seed(0)
+    den = Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)
+    fc = RegressionForecaster(den, residual=True, residual_scale=[0.5, 1.0, 2.0, 4.0], context_noise=0.8)
+    assert fc.config["context_noise"] == 0.8
+    x = torch.zeros(64, 3, 2, 2, 4)
+    y = fc.perturb_context(x, torch.Generator().manual_seed(1))
+    # one noise level per clip, scaled per channel by the residual scale: std ratio 1:2:4:8
+    std = y.std(dim=(0, 1, 2, 3))
+    ratios = (std / std[0]).tolist()
+    assert ratios == pytest.approx([1.0, 2.0, 4.0, 8.0], rel=0.15)
+    # sigma = 0.8 * U(0, 1): the overall std is 0.8 * sqrt(1/3) times the scale
+    assert float(std[0]) == pytest.approx(0.5 * 0.8 * (1 / 3) ** 0.5, rel=0.2)
+    # off by default: untouched frames, no RNG drawn, nothing in the config
+    plain = FlowForecaster(den)
+    g = torch.Generator().manual_seed(3)
+    assert plain.perturb_context(x, g) is x and torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+    assert "context_noise" not in plain.config
+    rebuilt = RegressionForecaster(**fc.config)
+    assert rebuilt.context_noise == 0.8
+    with pytest.raises(ValueError, match="context_noise"):
+        FlowForecaster(den, context_noise=-1.0)
+
+
+def test_context_noise_trains_on_the_noisy_context_with_residuals_from_it():
+    from featureflow.forecast import Denoiser, RegressionForecaster
+
+    torch.manual_seed(0)
+    den = Denoiser(latent_dim=4, width=16, depth=1, heads=2, max_context=2)
+    fc = RegressionForecaster(den, residual=True, context_noise=0.5, max_stride=1)
+    clip = torch.randn(2, 3, 2, 2, 4)
+    # the loss equals the teacher-forced loss computed by hand from the same draws
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    loss = fc.loss(clip, g1)
+    c, lengths, _ = fc.draw_targets(clip, g2)
+    ctx = fc.perturb_context(c, g2)
+    target = fc.to_target(c[:, 1:], ctx[:, :-1])
+    zeros = torch.zeros_like(target)
+    pred = den.teacher_forced(ctx, zeros, zeros.new_zeros(target.shape[:2]), lengths)
+    keep = fc.trained_targets(lengths)
+    assert float(loss) == pytest.approx(float(((pred[:, keep] - target[:, keep]) ** 2).mean()), rel=1e-5)

@@ -45,6 +45,15 @@ class ForecasterBase(nn.Module, Configurable):
         residual: model the change from the last context frame instead of the frame
             itself (the target becomes ``next − last``; a network that outputs zero is
             the copy-last-frame baseline, which makes small models train much faster).
+        residual_scale: per-channel scale (C,) of that change (see :meth:`to_target`).
+        teacher_forcing: train every frame of a clip in one pass (causal denoisers).
+        context_noise: training-time noise on the context frames, against the drift of
+            autoregressive rollouts (whose context is the model's own imperfect output):
+            each training clip draws ``sigma = context_noise * u``, ``u ~ U(0, 1)``, and
+            its context frames get Gaussian noise of std ``sigma`` per channel (times
+            ``residual_scale`` for a residual forecaster); the targets stay clean, and a
+            residual target is taken from the noisy last frame, so the network learns to
+            correct its context. 0 (the default) trains on clean context.
 
     Action conditioning: when the denoiser was built with ``cond_dim`` (``arch="causal"``),
     the forecaster is action-conditioned (:attr:`action_dim` = ``cond_dim``): ``loss``
@@ -63,9 +72,12 @@ class ForecasterBase(nn.Module, Configurable):
         residual: bool = False,
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
+        context_noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.denoiser = _build_denoiser(denoiser)
+        if not (0.0 <= float(context_noise) < float("inf")):
+            raise ValueError(f"context_noise must be a finite number >= 0, got {context_noise}")
         if not 1 <= min_context <= self.max_context:
             raise ValueError(f"min_context must be in 1..max_context={self.max_context}, got {min_context}")
         if max_stride < 1:
@@ -83,6 +95,9 @@ class ForecasterBase(nn.Module, Configurable):
             self.config["residual"] = True
         if not teacher_forcing:
             self.config["teacher_forcing"] = False
+        self.context_noise = float(context_noise)
+        if self.context_noise > 0:  # only recorded when on, so older configs stay valid
+            self.config["context_noise"] = self.context_noise
         # per-channel scale of the residual target (next - last) / scale: the flow's data
         # then has unit variance like its source noise; not persistent (it lives in the config)
         self.register_buffer("residual_scale", torch.ones(self.latent_dim), persistent=False)
@@ -131,6 +146,31 @@ class ForecasterBase(nn.Module, Configurable):
         if not self.residual:
             return x
         return x * self.residual_scale.to(x.dtype) + last
+
+    def perturb_context(self, frames: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Context frames (b, T, h, w, C) with the training noise of ``context_noise``
+        (one noise level per clip); returned unchanged when ``context_noise`` is 0.
+
+        Example:
+            >>> import torch
+            >>> from featureflow.forecast import Denoiser, RegressionForecaster
+            >>> den = Denoiser(latent_dim=2, width=16, depth=1, heads=2)
+            >>> fc = RegressionForecaster(den, context_noise=0.5)
+            >>> x = torch.zeros(3, 2, 2, 2, 2)
+            >>> y = fc.perturb_context(x, torch.Generator().manual_seed(0))
+            >>> y.shape, bool((y.abs() > 0).any()), float(y.abs().max()) < 0.5 * 6
+            (torch.Size([3, 2, 2, 2, 2]), True, True)
+        """
+        if self.context_noise == 0.0:
+            return frames
+        device = generator.device if generator is not None else "cpu"
+        b = frames.shape[0]
+        sigma = self.context_noise * torch.rand(b, generator=generator, device=device)
+        noise = torch.randn(tuple(frames.shape), generator=generator, device=device)
+        scale = sigma.view(b, *([1] * (frames.dim() - 1))).to(frames.device, frames.dtype)
+        if self.residual:
+            scale = scale * self.residual_scale.to(frames.dtype)
+        return frames + noise.to(frames.device, frames.dtype) * scale
 
     def draw_targets(
         self, clip: Latents, generator: torch.Generator | None = None, actions: Tensor | None = None,

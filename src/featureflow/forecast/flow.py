@@ -44,6 +44,8 @@ class FlowForecaster(ForecasterBase):
             ``(next - last) / residual_scale``, matched in scale to its unit source noise
             (set it from data with :meth:`fit_residual_scale`).
         teacher_forcing: train every frame of a clip in one pass (causal denoisers).
+        context_noise: training noise on the context frames against rollout drift
+            (see :class:`~featureflow.forecast.base.ForecasterBase`; 0 = off).
         logit_mean: mean of the normal behind logit-normal time sampling.
         logit_std: standard deviation of that normal.
 
@@ -78,11 +80,13 @@ class FlowForecaster(ForecasterBase):
         residual: bool = False,
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
+        context_noise: float = 0.0,
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
     ) -> None:
         super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
-                         residual_scale=residual_scale, teacher_forcing=teacher_forcing)
+                         residual_scale=residual_scale, teacher_forcing=teacher_forcing,
+                         context_noise=context_noise)
         if time_sampling not in _TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}, got {time_sampling!r}")
         if not 0.0 <= history_dropout < 1.0:
@@ -137,6 +141,7 @@ class FlowForecaster(ForecasterBase):
         if self.teacher_forcing:
             return self._teacher_forced_loss(clip, generator, actions)
         context, data, cond = self.draw_window(clip, generator, actions)
+        context = self.perturb_context(context, generator)
         data = self.to_target(data, context[:, -1])
         b = data.shape[0]
         noise = randn(tuple(data.shape), generator, data.device, data.dtype)
@@ -150,13 +155,14 @@ class FlowForecaster(ForecasterBase):
         """Every frame of the clips a target in one pass, each with its own context length,
         noise and flow time (see :meth:`~featureflow.forecast.Denoiser.teacher_forced`)."""
         clip, lengths, acts = self.draw_targets(clip, generator, actions, dropout=self.history_dropout)
-        data = self.to_target(clip[:, 1:], clip[:, :-1])
+        context = self.perturb_context(clip, generator)  # the frames as context (noisy if context_noise > 0)
+        data = self.to_target(clip[:, 1:], context[:, :-1])
         b, n = data.shape[:2]
         noise = randn(tuple(data.shape), generator, data.device, data.dtype)
         t = self.sample_time(b * n, generator).to(data.device, data.dtype).view(b, n)
         tb = t.view(b, n, 1, 1, 1)
         x_t = (1 - tb) * noise + tb * data
-        v = self.denoiser.teacher_forced(clip, x_t, t, lengths, acts)
+        v = self.denoiser.teacher_forced(context, x_t, t, lengths, acts)
         keep = self.trained_targets(lengths).to(data.device)
         return F.mse_loss(v[:, keep].float(), (data - noise)[:, keep].float())
 

@@ -38,6 +38,8 @@ class RegressionForecaster(ForecasterBase):
         residual_scale: per-channel scale (C,) of that change (the network predicts
             ``(next - last) / residual_scale``).
         teacher_forcing: train every frame of a clip in one pass (causal denoisers).
+        context_noise: training noise on the context frames against rollout drift
+            (see :class:`~featureflow.forecast.base.ForecasterBase`; 0 = off).
 
     Example:
         >>> import torch
@@ -59,9 +61,11 @@ class RegressionForecaster(ForecasterBase):
         residual: bool = False,
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
+        context_noise: float = 0.0,
     ) -> None:
         super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
-                         residual_scale=residual_scale, teacher_forcing=teacher_forcing)
+                         residual_scale=residual_scale, teacher_forcing=teacher_forcing,
+                         context_noise=context_noise)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         self.loss_type = loss
@@ -84,13 +88,15 @@ class RegressionForecaster(ForecasterBase):
         (``actions`` (b, T - 1, A) for an action-conditioned forecaster)."""
         if self.teacher_forcing:
             clip, lengths, acts = self.draw_targets(clip, generator, actions)
-            target = self.to_target(clip[:, 1:], clip[:, :-1])
+            context = self.perturb_context(clip, generator)
+            target = self.to_target(clip[:, 1:], context[:, :-1])
             zeros = target.new_zeros(target.shape)
-            pred = self.denoiser.teacher_forced(clip, zeros, zeros.new_zeros(target.shape[:2]), lengths, acts)
+            pred = self.denoiser.teacher_forced(context, zeros, zeros.new_zeros(target.shape[:2]), lengths, acts)
             keep = self.trained_targets(lengths).to(target.device)
             pred, target = pred[:, keep], target[:, keep]
         else:
             context, nxt, cond = self.draw_window(clip, generator, actions)
+            context = self.perturb_context(context, generator)
             target = self.to_target(nxt, context[:, -1])
             x = target.new_zeros(target.shape)
             pred = self.denoiser.velocity(context, x, x.new_zeros(x.shape[0]), *_cond(cond))
