@@ -32,6 +32,7 @@ __all__ = [
     "colorize_depth",
     "colorize_normals",
     "colorize_segmentation",
+    "heatmap",
     "make_grid",
     "make_labeled_grid",
     "save_png",
@@ -167,6 +168,32 @@ def colorize_segmentation(
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError(f"labels must be >= 0, got minimum {int(labels.min())}")
     return pal[labels.long() % len(pal)].movedim(-1, -3).contiguous()
+
+
+# Anchors of the uncertainty colour map (black -> purple -> orange -> pale yellow).
+_HEAT = torch.tensor([[0.0, 0.0, 0.02], [0.32, 0.07, 0.45], [0.73, 0.2, 0.42], [0.98, 0.55, 0.25], [0.99, 0.99, 0.75]])
+
+
+@typechecked
+def heatmap(x: Float[Tensor, "*batch H W"], vmax: float | int | None = None) -> Float[Tensor, "*batch 3 H W"]:
+    """Colour a non-negative map (e.g. the spread of sampled futures) dark → bright.
+
+    Args:
+        x: values >= 0, any leading axes.
+        vmax: the value shown brightest (default: the input's maximum).
+
+    Example:
+        >>> import torch
+        >>> img = heatmap(torch.tensor([[0.0, 1.0]]))
+        >>> tuple(img.shape), img[:, 0, 0].tolist()
+        ((3, 1, 2), [0.0, 0.0, 0.019999999552965164])
+    """
+    top = float(x.max()) if vmax is None else float(vmax)
+    u = (x.detach().float() / max(top, 1e-8)).clamp(0, 1) * (len(_HEAT) - 1)
+    lo = u.floor().long().clamp(max=len(_HEAT) - 2)
+    w = (u - lo).unsqueeze(-1)
+    rgb = _HEAT[lo] * (1 - w) + _HEAT[lo + 1] * w
+    return rgb.movedim(-1, -3)
 
 
 def _upscale(image: Tensor, scale: int) -> Tensor:

@@ -9,8 +9,10 @@ Example:
 """
 
 from featureflow.forecast.base import ForecasterBase
+from featureflow.forecast.baselines import CopyLastForecaster
 from featureflow.forecast.denoiser import Denoiser, DenoiserState
 from featureflow.forecast.flow import FlowForecaster
+from featureflow.forecast.protocols import DenoiserProtocol, Forecaster
 from featureflow.forecast.regression import RegressionForecaster
 from featureflow.forecast.rollout import Rollout, draw_window
 
@@ -20,6 +22,9 @@ __all__ = [
     "FlowForecaster",
     "RegressionForecaster",
     "ForecasterBase",
+    "CopyLastForecaster",
+    "Forecaster",
+    "DenoiserProtocol",
     "Rollout",
     "draw_window",
 ]

@@ -12,12 +12,14 @@ Example:
 """
 
 from featureflow.solvers.adaptive import TorchDiffEq, torchdiffeq_methods
-from featureflow.solvers.base import ODESolver, SolveResult, VelocityFn, time_grid
+from featureflow.solvers.base import DEFAULT_SOLVER, DEFAULT_STEPS, ODESolver, SolveResult, VelocityFn, time_grid
 from featureflow.solvers.fixed import RK4, Euler, FixedStepSolver, Heun, Midpoint
 from featureflow.solvers.registry import available, get, register, resolve
 
 __all__ = [
     "ODESolver",
+    "DEFAULT_SOLVER",
+    "DEFAULT_STEPS",
     "SolveResult",
     "VelocityFn",
     "time_grid",

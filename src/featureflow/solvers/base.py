@@ -7,7 +7,12 @@ from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["SolveResult", "ODESolver", "VelocityFn", "time_grid"]
+__all__ = ["SolveResult", "ODESolver", "VelocityFn", "time_grid", "DEFAULT_SOLVER", "DEFAULT_STEPS"]
+
+#: The solver a forecast uses when none is named (`WorldModel.forecast`, `SamplingRecipe`).
+DEFAULT_SOLVER = "euler"
+#: Network evaluations per solve of a fixed-step solver built without ``steps`` or a grid.
+DEFAULT_STEPS = 8
 
 #: ``fn(t, x) -> velocity``: torchdiffeq argument order, ``t`` a 0-d tensor.
 VelocityFn = Callable[[Tensor, Tensor], Tensor]

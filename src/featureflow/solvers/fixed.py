@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from featureflow.kernels import axpy, heun_combine
-from featureflow.solvers.base import SolveResult, VelocityFn, time_grid
+from featureflow.solvers.base import DEFAULT_STEPS, SolveResult, VelocityFn, time_grid
 
 __all__ = ["FixedStepSolver", "Euler", "Heun", "Midpoint", "RK4"]
 
@@ -36,7 +36,8 @@ class FixedStepSolver:
     """Base class of the fixed-step solvers: a budget of ``steps`` evaluations on a grid.
 
     Args:
-        steps: network evaluations (NFE) per solve; ``None`` means 8, or with an
+        steps: network evaluations (NFE) per solve; ``None`` means
+            `featureflow.solvers.DEFAULT_STEPS` (8), or with an
             explicit ``grid`` the full budget of that grid.
         shift: grid warp, see :func:`featureflow.solvers.time_grid` (``> 1`` = finer
             steps near t = 1, the data end).
@@ -48,7 +49,7 @@ class FixedStepSolver:
     evals_per_interval: int = 1
     name: str = "fixed"
     #: Budget used when neither ``steps`` nor ``grid`` is given.
-    default_steps: int = 8
+    default_steps: int = DEFAULT_STEPS
 
     def __init__(self, steps: int | None = None, *, shift: float = 1.0, grid: Sequence[float] | None = None) -> None:
         if steps is None and grid is None:

@@ -3,6 +3,7 @@
 from featureflow.world.checks import ResizeWarning
 from featureflow.world.forecast_result import MODALITIES, Forecast
 from featureflow.world.model import WorldModel, prepare_frames
+from featureflow.world.recipe import SamplingRecipe, recipe_rollout
 from featureflow.world.serialization import bundled_models, load_world_model, save_world_model
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "Forecast",
     "MODALITIES",
     "ResizeWarning",
+    "SamplingRecipe",
+    "recipe_rollout",
     "prepare_frames",
     "bundled_models",
     "load_world_model",

@@ -33,6 +33,7 @@ __all__ = [
     "check_output",
     "trained_size",
     "fit_frames",
+    "refuse_action_model",
 ]
 
 #: Largest ``horizon`` a forecast accepts.
@@ -191,3 +192,17 @@ def fit_frames(frames: Tensor, size: tuple[int, int] | None, policy: str) -> Ten
     flat = F.interpolate(frames.reshape(b * t, *frames.shape[2:]).float(), size=tuple(size), mode="bilinear",
                          align_corners=False, antialias=True).clamp_(0.0, 1.0)
     return flat.reshape(b, t, *flat.shape[1:]).to(frames.dtype)
+
+
+def refuse_action_model(wm: Any, name: str) -> None:
+    """The action-free commands (``forecast``, ``demo``) cannot drive an action-conditioned
+    model: say so up front, naming what to use instead.
+
+    Example:
+        >>> class Free:
+        ...     action_dim = None
+        >>> refuse_action_model(Free(), "toyworld")
+    """
+    if wm.action_dim is not None:
+        raise ValueError(f"{name!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
+                         "horizon, actions=...) or examples/mpc_toyworld.py instead")

@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["forecast_files", "register"]
+from featureflow.world.checks import refuse_action_model
+
+__all__ = ["forecast_files", "register", "refuse_action_model"]
 
 
 def _load_input(path: Path) -> torch.Tensor:
@@ -20,15 +22,6 @@ def _load_input(path: Path) -> torch.Tensor:
     if path.is_file():
         return read_video(path)
     raise FileNotFoundError(f"--input {path} is neither a folder of frames nor a video file")
-
-
-@torch.no_grad()
-def refuse_action_model(wm: Any, name: str) -> None:
-    """The action-free commands (``forecast``, ``demo``) cannot drive an action-conditioned
-    model: say so up front, naming what to use instead."""
-    if wm.action_dim is not None:
-        raise ValueError(f"{name!r} is action-conditioned (it forecasts given actions): use WorldModel.forecast(frames, "
-                         "horizon, actions=...) or examples/mpc_toyworld.py instead")
 
 
 def forecast_files(
@@ -53,13 +46,13 @@ def forecast_files(
     the last context frame and the forecast steps), ``<modality>_mean.gif`` and
     ``<modality>_uncertainty.png``; ``forecast.png`` / ``forecast.gif`` (rows =
     modalities, columns = the last context frames | samples | mean | uncertainty, at the
-    last / every step; see `featureflow.demo_forecast.write_forecast_pictures`); all
+    last / every step; see `featureflow.world.pictures.write_forecast_pictures`); all
     pictures labelled; plus ``latents.safetensors`` and ``forecast.json``.
 
     Example:
         >>> forecast_files("toyworld", "my_frames/", "out/")  # doctest: +SKIP
     """
-    from featureflow.demo_forecast import write_forecast_pictures
+    from featureflow.world.pictures import write_forecast_pictures
     from featureflow.utils import save_json, save_safetensors
     from featureflow.world import WorldModel
 

@@ -9,19 +9,12 @@ import torch
 from torch import Tensor
 
 from featureflow.world.checks import check_output
+from featureflow.world.modalities import MODALITIES, modality as _modality
 
 if TYPE_CHECKING:  # pragma: no cover
     from featureflow.world.model import WorldModel
 
 __all__ = ["Forecast", "MODALITIES"]
-
-#: Modalities a probe can decode, and the layout ``Forecast.decode`` returns.
-MODALITIES: dict[str, str] = {
-    "segmentation": "(b, s, k, H, W) int64 class ids",
-    "depth": "(b, s, k, H, W) float, metres",
-    "normals": "(b, s, k, 3, H, W) unit vectors, camera frame",
-    "rgb": "(b, s, k, 3, H, W) in [0, 1]",
-}
 
 
 @dataclass
@@ -179,26 +172,13 @@ class Forecast:
         samples' decoded outputs are never all held at once.
         """
         self._check_probe(modality)
-        if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; expected one of {sorted(MODALITIES)}")
+        entry = _modality(modality)
         rows = max(1, self.chunk // max(1, int(self.latents.shape[0]) * self.num_samples))
-        parts = [self._uncertainty(modality, slice(k, k + rows)) for k in range(0, self.horizon, rows)]
+        parts = []
+        for k in range(0, self.horizon, rows):
+            outputs = self._run_probe(modality, entry.probe_method, slice(k, k + rows))
+            parts.append(entry.uncertainty(outputs))
         return {key: torch.cat([p[key] for p in parts], dim=1) for key in parts[0]}
-
-    def _uncertainty(self, modality: str, steps: slice) -> dict[str, Tensor]:
-        if modality == "segmentation":
-            p = self.probabilities(steps).float().mean(dim=1)
-            entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=2)
-            return {"mean": p.argmax(dim=2), "spread": entropy}
-        x = self.decode(modality, steps).float()
-        if modality == "depth":
-            return {"mean": x.mean(dim=1), "spread": x.std(dim=1, unbiased=False)}
-        if modality == "normals":
-            m = x.mean(dim=1)
-            m = m / m.norm(dim=2, keepdim=True).clamp_min(1e-8)
-            cos = (x * m.unsqueeze(1)).sum(dim=3).clamp(-1.0, 1.0)
-            return {"mean": m, "spread": torch.rad2deg(torch.acos(cos)).mean(dim=1)}
-        return {"mean": x.mean(dim=1), "spread": x.std(dim=1, unbiased=False).mean(dim=2)}
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])

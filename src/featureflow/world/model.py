@@ -10,6 +10,10 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from featureflow.compressors import Compressor
+from featureflow.encoders import Encoder, encode_frames
+from featureflow.forecast import CopyLastForecaster, Forecaster
+from featureflow.solvers import DEFAULT_SOLVER, ODESolver
 from featureflow.typing import ShapeError, check_finite
 from featureflow.world.checks import (
     MAX_HORIZON,
@@ -24,9 +28,13 @@ from featureflow.world.checks import (
     trained_size,
 )
 from featureflow.world.forecast_result import Forecast
+from featureflow.world.recipe import SamplingRecipe, recipe_rollout
 from featureflow.world.sampling_speed import sampling_forecaster
 
-__all__ = ["WorldModel", "prepare_frames"]
+__all__ = ["WorldModel", "prepare_frames", "COPY_LAST"]
+
+#: Name of the built-in copy-last-frame baseline of every model (``forecast(baseline=COPY_LAST)``).
+COPY_LAST = "copy-last"
 
 
 def prepare_frames(frames: Tensor) -> Tensor:
@@ -88,9 +96,9 @@ class WorldModel(nn.Module):
 
     def __init__(
         self,
-        encoder: nn.Module,
-        compressor: nn.Module,
-        forecaster: nn.Module,
+        encoder: Encoder,
+        compressor: Compressor,
+        forecaster: Forecaster,
         probes: Mapping[str, nn.Module] | None = None,
         baselines: Mapping[str, nn.Module] | None = None,
     ) -> None:
@@ -102,14 +110,24 @@ class WorldModel(nn.Module):
         self.baselines = nn.ModuleDict(dict(baselines or {}))
         #: What `from_pretrained` loaded this model from (None when built in code).
         self.source: str | None = None
-        #: The released VFMF sampling recipe of a converted paper checkpoint (see
-        #: `featureflow.compat.vfmf`); when set, `forecast(solver=None)` follows it.
-        self.vfmf_recipe: Any = None
+        #: How `forecast(solver=None)` samples (a `SamplingRecipe`, saved in ``config.json``;
+        #: e.g. the paper's released recipe for a converted checkpoint). None: the default
+        #: solver in latent space.
+        self.recipe: SamplingRecipe | None = None
         #: Free-form JSON metadata saved with the model (e.g. the training data settings).
         self.metadata: dict[str, Any] = {}
         self.eval()
 
     # ------------------------------------------------------------------ properties
+    @property
+    def vfmf_recipe(self) -> SamplingRecipe | None:
+        """The former name of :attr:`recipe` (kept so existing code keeps working)."""
+        return self.recipe
+
+    @vfmf_recipe.setter
+    def vfmf_recipe(self, recipe: SamplingRecipe | None) -> None:
+        self.recipe = recipe
+
     @property
     def max_context(self) -> int:
         return int(self.forecaster.max_context)
@@ -141,11 +159,16 @@ class WorldModel(nn.Module):
         ``resize``: what to do with frames of another size than :attr:`trained_size`
         (``"warn"``, ``"silent"``, ``"error"``, ``"none"``; see :meth:`forecast`).
         """
-        from featureflow.encoders import encode_frames
+        return self._encode_checked(fit_frames(prepare_frames(frames), self.trained_size, resize), progress)
 
-        frames = fit_frames(prepare_frames(frames), self.trained_size, resize).to(self.device)
-        feats = check_output(f"the encoder ({type(self.encoder).__name__})",
-                             encode_frames(self.encoder, frames, progress=progress))
+    def _features(self, frames: Tensor, progress: bool = False) -> Tensor:
+        """Features (b, t, h, w, D) of frames already checked by `prepare_frames`."""
+        return check_output(f"the encoder ({type(self.encoder).__name__})",
+                            encode_frames(self.encoder, frames.to(self.device), progress=progress))
+
+    def _encode_checked(self, frames: Tensor, progress: bool = False) -> Tensor:
+        """Latents of frames already checked by `prepare_frames` (they are not checked again)."""
+        feats = self._features(frames, progress)
         b, t = feats.shape[:2]
         lat = self.compressor.encode(feats.reshape(b * t, *feats.shape[2:]))
         check_output(f"compressor.encode ({type(self.compressor).__name__})", lat)
@@ -157,12 +180,13 @@ class WorldModel(nn.Module):
         frames: Tensor,
         horizon: int = 1,
         num_samples: int = 1,
-        solver: Any = None,
+        solver: str | ODESolver | None = None,
         steps: int | None = None,
         guidance: float = 1.0,
         generator: torch.Generator | None = None,
         *,
         baseline: str | None = None,
+        recipe: SamplingRecipe | None = None,
         autocast: bool = False,
         precision: str = "fp32",
         compile: bool = False,
@@ -178,14 +202,20 @@ class WorldModel(nn.Module):
             horizon: number of future frames k (autoregressive, sliding window).
             num_samples: number of sampled futures s per clip.
             solver: ODE solver name ("euler", "heun", "midpoint", "rk4", "dopri5") or an
-                `featureflow.solvers.ODESolver` instance. None = "euler", or, for a converted
-                paper checkpoint, the released recipe (Euler, 9 NFE, features re-encoded
-                before every frame; `featureflow.compat.vfmf.forecast_released`).
-            steps: network evaluations per forecast frame for fixed-step solvers
-                (None = the forecaster's default); the spent count is ``Forecast.nfe``.
+                `featureflow.solvers.ODESolver` instance. None = the model's :attr:`recipe`
+                when it has one (e.g. the paper's released recipe for a converted checkpoint:
+                Euler, 9 NFE, features re-encoded before every frame), else
+                `featureflow.solvers.DEFAULT_SOLVER` ("euler").
+            steps: network evaluations per forecast frame for fixed-step solvers (None = the
+                recipe's, else the solver's default: `featureflow.solvers.DEFAULT_STEPS`, 8);
+                the spent count is ``Forecast.nfe``.
             guidance: classifier-free guidance scale on the context (1 = off).
             generator: torch.Generator for reproducible sampling.
-            baseline: name of a baseline forecaster (e.g. "regression") to use instead.
+            baseline: name of a baseline forecaster (e.g. "regression", "copy-last") to use
+                instead; it receives ``solver``/``steps``/``guidance`` and refuses those it
+                has no use for (see `featureflow.forecast.CopyLastForecaster`).
+            recipe: sample with this `SamplingRecipe` (default :attr:`recipe` when ``solver``
+                is None); ``solver`` and ``steps`` override its own.
             autocast: run the forecaster under bf16 autocast (slower than ``precision="bf16"``:
                 autocast re-casts the fp32 weights in every region).
             precision: ``"fp32"`` (default) or ``"bf16"``: sample with a bfloat16 copy of the
@@ -224,27 +254,23 @@ class WorldModel(nn.Module):
         steps = None if steps is None else check_count("steps", steps, MAX_STEPS)
         guidance = check_guidance(guidance)
         check_generator(generator)
-        frames = prepare_frames(frames)
+        frames = prepare_frames(frames)  # the one check of the frames on the way to the denoiser
         H, W = frames.shape[-2:]
         frames = fit_frames(frames, self.trained_size, resize)
-        if solver is None and baseline is None and self.vfmf_recipe is not None:
-            from featureflow.compat.vfmf import forecast_released
-
+        if recipe is None and solver is None and baseline is None:
+            recipe = self.recipe
+        if recipe is not None:
+            if baseline is not None:
+                raise ValueError(f"baseline={baseline!r} and a sampling recipe exclude each other; pass one of them")
             if actions is not None:
-                raise ValueError("the released VFMF recipe is not action-conditioned; pass actions=None")
+                raise ValueError("sampling with a recipe is not action-conditioned; pass actions=None")
             if guidance != 1.0:
-                raise ValueError("the released VFMF recipe has no guidance; pass a solver to sample without it")
-            return forecast_released(self, frames, horizon, num_samples, steps=steps, generator=generator,
-                                     progress=progress)
-        solver = "euler" if solver is None else solver
-        frames = frames[:, -self.max_context :]
-        latents = self.encode(frames, resize="none")
+                raise ValueError("sampling with a recipe has no guidance; pass a solver to sample without the recipe")
+            return self._forecast_recipe(frames, horizon, num_samples, recipe, solver, steps, generator, progress,
+                                         (int(H), int(W)))
+        forecaster = self.forecaster if baseline is None else self._baseline(baseline)
+        latents = self._encode_checked(frames[:, -self.max_context :])
         check_forecast_size(int(latents.shape[0]), num_samples, horizon, latents[0, 0].numel())
-        forecaster = self.forecaster
-        if baseline is not None:
-            if baseline not in self.baselines:
-                raise ValueError(f"unknown baseline {baseline!r}; this model has {sorted(self.baselines)}")
-            forecaster = self.baselines[baseline]
         forecaster = sampling_forecaster(forecaster, precision, bool(compile))
         ctx = (
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -255,11 +281,35 @@ class WorldModel(nn.Module):
         if actions is not None:  # an action-conditioned forecaster refuses a missing one itself
             kwargs["actions"] = torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
         if baseline is None:
-            kwargs.update(solver=solver, steps=steps, guidance=guidance)
+            kwargs.update(solver=DEFAULT_SOLVER if solver is None else solver, steps=steps, guidance=guidance)
+        else:  # a baseline gets only the options the caller set, and refuses (or documents) them itself
+            kwargs.update({k: v for k, v, unset in (("solver", solver, None), ("steps", steps, None),
+                                                    ("guidance", guidance, 1.0)) if v != unset})
         with ctx:
             roll = forecaster.rollout(latents, horizon, **kwargs)
         check_output(f"the forecaster ({type(forecaster).__name__})", roll.latents)
         return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=(int(H), int(W)), model=self)
+
+    def _baseline(self, name: str) -> Forecaster:
+        """The baseline forecaster ``name``: one of :attr:`baselines`, or the built-in
+        ``"copy-last"`` (`featureflow.forecast.CopyLastForecaster`)."""
+        if name in self.baselines:
+            return self.baselines[name]
+        if name == COPY_LAST:
+            return CopyLastForecaster()
+        raise ValueError(f"unknown baseline {name!r}; this model has {sorted({*self.baselines, COPY_LAST})}")
+
+    def _forecast_recipe(self, frames: Tensor, horizon: int, num_samples: int, recipe: SamplingRecipe,
+                         solver: str | ODESolver | None, steps: int | None, generator: torch.Generator | None,
+                         progress: bool, size: tuple[int, int]) -> Forecast:
+        """`forecast` as ``recipe`` says, from checked frames (see `recipe_rollout`)."""
+        if solver is not None and not isinstance(solver, str):
+            raise TypeError(f"a sampling recipe takes a solver name, got {type(solver).__name__}")
+        feats = encode_frames(self.encoder, frames[:, -(recipe.max_context or self.max_context) :].to(self.device))
+        roll = recipe_rollout(self.forecaster, self.compressor, feats, horizon, num_samples, recipe, solver, steps,
+                              generator, progress)
+        check_output(f"the forecaster ({type(self.forecaster).__name__})", roll.latents)
+        return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=size, model=self)
 
     @torch.no_grad()
     def decode_features(self, features: Tensor, modality: str, size: tuple[int, int]) -> Tensor:

@@ -38,6 +38,7 @@ from featureflow.utils.atomic_dir import atomic_directory, recover_directory
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
 from featureflow.version import FORMAT_VERSION, __version__
+from featureflow.world.recipe import RECIPE_KEY, SamplingRecipe
 
 if TYPE_CHECKING:  # pragma: no cover
     from featureflow.world.model import WorldModel
@@ -111,9 +112,9 @@ def save_world_model(model: "WorldModel", save_directory: str | os.PathLike, *,
     }
     if getattr(model, "metadata", None):
         config["metadata"] = model.metadata
-    recipe = getattr(model, "vfmf_recipe", None)
+    recipe = getattr(model, "recipe", None)
     if recipe is not None:
-        config["vfmf_recipe"] = recipe.to_dict()
+        config[RECIPE_KEY] = recipe.to_dict()
     with atomic_directory(out) as tmp:  # the whole model, then one swap of directories
         save_safetensors(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", "featureflow_version": __version__})
         if checksum:
@@ -247,10 +248,8 @@ def load_world_model(name_or_path: str | os.PathLike, *, revision: str | None = 
     model.load_state_dict(state, strict=not skip_encoder)
     model.source = str(name_or_path)
     model.metadata = dict(config.get("metadata", {}))
-    if "vfmf_recipe" in config:
-        from featureflow.compat.vfmf.recipe import ReleasedRecipe
-
-        model.vfmf_recipe = ReleasedRecipe.from_dict(config["vfmf_recipe"])
+    if RECIPE_KEY in config:
+        model.recipe = SamplingRecipe.from_dict(config[RECIPE_KEY])
     return model.to(map_location).eval()
 
 
