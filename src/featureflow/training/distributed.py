@@ -7,8 +7,10 @@ model under :class:`torch.nn.parallel.DistributedDataParallel` (or FSDP2's
 by hand. Without ``torchrun`` every helper is a no-op and the world has size 1.
 
 The timeout (``FEATUREFLOW_DIST_TIMEOUT`` seconds, default 600) bounds how long a rank
-waits for the others: a killed or stopped rank ends the survivors with
-:class:`RankTimeoutError` instead of a hang.
+waits for the others inside a training step: a killed or stopped rank ends the
+survivors with :class:`RankTimeoutError` instead of a hang. Ranks waiting while rank 0
+alone runs a whole stage (:func:`main_first`) wait up to ``FEATUREFLOW_STAGE_TIMEOUT``
+(default 24 h); a rank that dies meanwhile still ends them at once (its sockets close).
 
 Example:
     >>> info = setup()  # not under torchrun: a world of one
@@ -45,6 +47,7 @@ __all__ = [
     "full_state_dict",
     "collective_errors",
     "default_timeout",
+    "stage_timeout",
 ]
 
 #: Data-parallel strategies of :func:`wrap`.
@@ -139,6 +142,7 @@ def setup(device: str | torch.device | None = None, *, timeout: float | None = N
 
 def teardown() -> None:
     """Destroy the process group if one was created (safe to call twice)."""
+    _STAGE_GROUP.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -174,11 +178,45 @@ def collective_errors(what: str) -> Iterator[None]:
         ) from err
 
 
-def barrier(what: str = "barrier") -> None:
-    """Wait for every rank (no-op when not distributed); `RankTimeoutError` if one never comes."""
+def stage_timeout() -> float:
+    """Seconds a rank waits for rank 0 to finish a whole stage: ``FEATUREFLOW_STAGE_TIMEOUT`` or 86400.
+
+    Example:
+        >>> stage_timeout() >= 1
+        True
+    """
+    text = os.environ.get("FEATUREFLOW_STAGE_TIMEOUT", "86400")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"FEATUREFLOW_STAGE_TIMEOUT must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"FEATUREFLOW_STAGE_TIMEOUT must be > 0 seconds, got {value}")
+    return value
+
+
+_STAGE_GROUP: list[Any] = []
+
+
+def _stage_group() -> Any:
+    """A gloo group with the (long) stage timeout, created on first use (every rank uses it in the same order)."""
+    if not _STAGE_GROUP:
+        _STAGE_GROUP.append(dist.new_group(backend="gloo", timeout=timedelta(seconds=stage_timeout())))
+    return _STAGE_GROUP[0]
+
+
+def barrier(what: str = "barrier", *, long: bool = False) -> None:
+    """Wait for every rank (no-op when not distributed); `RankTimeoutError` if one never comes.
+
+    ``long=True`` waits up to :func:`stage_timeout` instead of the process-group timeout
+    (for ranks waiting while rank 0 alone runs a stage).
+
+    Example:
+        >>> barrier()  # one process: returns at once
+    """
     if is_active():
         with collective_errors(what):
-            dist.barrier()
+            dist.barrier(group=_stage_group() if long else None)
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -239,10 +277,10 @@ def main_first(info: DistInfo, what: str = "stage") -> Iterator[bool]:
         True
     """
     if not info.is_main:
-        barrier(f"waiting for rank 0 to finish {what}")
+        barrier(f"waiting for rank 0 to finish {what}", long=True)
     yield info.is_main
     if info.is_main:
-        barrier(f"rank 0 finished {what}; waiting for the others")
+        barrier(f"rank 0 finished {what}; waiting for the others", long=True)
 
 
 def shard_batch(batch: Any, info: DistInfo) -> Any:

@@ -1,8 +1,21 @@
 """Run every training stage from one JSON config: encoder → features → compressor → forecasters → probes.
 
-Each stage writes into ``workdir/<stage>/`` and is skipped when its output already
-exists, so a killed run is resumed by running the same command again (the forecaster
-stages also resume inside from their own checkpoints).
+Each stage writes into ``workdir/<stage>/`` and records a fingerprint of everything it
+was built from (its config section, the data settings, its seed and the fingerprint of
+the stage before it) in ``workdir/stages/<stage>.json``. A finished stage whose
+fingerprint still matches is reused, so a killed run resumes by running the same
+command again (the forecaster stages also resume inside from their checkpoints). A
+stage whose config changed is trained again, and so is every stage after it (the
+fingerprints chain).
+
+Reproducible: every stage seeds torch with its own seed, derived from the config's
+``seed`` and the stage name (:func:`stage_seed`), before it builds its model, so the
+same config gives a bit-identical model (on one thread).
+
+Under ``torchrun`` the stages run once: the forecasters train on every rank
+(DistributedDataParallel); the other stages run on rank 0 while the others wait; then
+every rank loads what rank 0 wrote (the work directory must be on a shared file system
+across nodes). Only rank 0 writes files and logs.
 
 Config (JSON; every section but ``data`` optional with defaults)::
 
@@ -12,39 +25,73 @@ Config (JSON; every section but ``data`` optional with defaults)::
       "encoder": {"type": "ToyEncoder", "config": {...}, "train": {"steps": 1500, ...}},
       "features": {"shard_size": 64, "batch_size": 16},
       "compressor": {"type": "FeatureVAE", "config": {...}, "train": {"steps": 2000, ...}},
-      "forecaster": {"denoiser": {...}, "flow": {...}, "train": {"steps": 3000, ...}},
-      "regression": {"train": {"steps": 3000, ...}},
+      "forecaster": {"denoiser": {...}, "flow": {...}, "train": {"steps": 3000, "ckpt_every": 250, ...}},
+      "regression": {"model": {...}, "train": {"steps": 3000, ...}},
       "probes": {"heads": {"segmentation": {...}, ...}, "clips": 128, "train": {"steps": 1500, ...}}
     }
 
-A frame folder or video dataset works too: ``"data": {"world": "frames", "root": DIR,
-"clip_length": 8}`` (every sub-folder of DIR is one clip); the probe stage then needs
-targets and is skipped.
+The encoder and compressor are built by component type and trained by the trainer
+registered for that type (:mod:`featureflow.training.registry`); an encoder without a
+``train`` section is used frozen (e.g. ``DINOv2Encoder``). A frame-folder dataset
+works too: ``"data": {"world": "frames", "root": DIR, "clip_length": 8}`` (every
+sub-folder of DIR is one clip); the probe stage then needs targets and is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
+from featureflow.training import distributed as ddp
+from featureflow.training.fingerprint import config_hash, jsonable
+from featureflow.training.loop import fingerprint_diff
+from featureflow.training.pipeline_data import clips_of, probe_data
+from featureflow.training.registry import StageContext, trainable_types, trainer_for
 from featureflow.utils import JSONLLogger
 from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
 
-__all__ = ["run_pipeline", "load_config", "register", "STAGES"]
+__all__ = ["run_pipeline", "load_config", "register", "stage_seed", "STAGES", "CKPT_EVERY"]
 
 STAGES = ("encoder", "features", "compressor", "latents", "flow", "regression", "probes", "assemble")
 
+#: Checkpoint interval (optimizer steps) of the forecaster stages when ``train.ckpt_every`` is not set.
+CKPT_EVERY = 250
+
+# Settings that change neither what a stage computes nor its result (left out of fingerprints).
+_RUNTIME_KEYS = ("ckpt_every", "log_every")
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage: a hash of the config's ``seed`` and the stage name (< 2**31).
+
+    Example:
+        >>> stage_seed(0, "flow") == stage_seed(0, "flow") != stage_seed(0, "regression")
+        True
+    """
+    digest = hashlib.sha256(f"featureflow-stage:{int(seed)}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a pipeline config (JSON) with a clear error on bad files."""
+    """Read a pipeline config (JSON) with a clear error on bad files.
+
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.json"; _ = p.write_text(json.dumps({"data": {}}))
+        >>> load_config(p)
+        {'data': {}}
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"pipeline config not found: {p}")
@@ -57,6 +104,68 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
+def _without_runtime(section: Any) -> Any:
+    if isinstance(section, dict):
+        return {k: _without_runtime(v) for k, v in section.items() if k not in _RUNTIME_KEYS}
+    return section
+
+
+class _Run:
+    """One pipeline run: the config, the work directory, this rank, and the stage bookkeeping."""
+
+    def __init__(self, cfg: dict[str, Any], progress: bool, info: ddp.DistInfo) -> None:
+        self.cfg, self.info = cfg, info
+        self.progress = progress and info.is_main
+        self.work = Path(cfg.get("workdir", "runs/pipeline"))
+        self.seed = int(cfg.get("seed", 0))
+        self.log = JSONLLogger(self.work / "logs" / "pipeline.jsonl" if info.is_main else None)
+        self.prints: dict[str, str] = {}
+
+    def ctx(self, stage: str, log_name: str | None = None) -> StageContext:
+        return StageContext(config=self.cfg, seed=stage_seed(self.seed, stage),
+                            log_path=self.work / "logs" / f"{log_name or stage}.jsonl",
+                            ckpt_dir=self.work / "checkpoints" / stage, progress=self.progress, info=self.info)
+
+    def describe(self, stage: str, section: Any, after: str | None) -> dict[str, Any]:
+        """What a stage is built from: its section, the data settings, its seed, the previous stage."""
+        return jsonable({"section": _without_runtime(section), "data": self.cfg["data"],
+                         "seed": stage_seed(self.seed, stage), "after": self.prints.get(after) if after else None})
+
+    def needs_run(self, stage: str, desc: dict[str, Any], done: Callable[[], bool], outputs: list[Path]) -> bool:
+        """True if ``stage`` must run; a finished stage with another fingerprint is removed first (rank 0)."""
+        fp = config_hash(desc)
+        self.prints[stage] = fp
+        record_path = self.work / "stages" / f"{stage.replace('/', '_')}.json"
+        decision = False
+        if self.info.is_main:
+            if not done():
+                decision = True
+            elif not record_path.is_file():
+                warnings.warn(f"stage {stage!r} in {self.work} has no fingerprint (made by an older featureflow); "
+                              "reusing it as it is", stacklevel=3)
+                save_json({"fingerprint": fp, "built_from": desc}, record_path)
+            else:
+                record = json.loads(record_path.read_text())
+                if record.get("fingerprint") != fp:
+                    changed = fingerprint_diff(record.get("built_from", {}), desc)
+                    message = (f"stage {stage!r} was built from another configuration ({'; '.join(changed)[:600]}); "
+                               f"training it again, and every stage after it")
+                    warnings.warn(message, stacklevel=3)
+                    self.log.log(stage=stage, event="invalidated", changed=changed)
+                    for p in [*outputs, record_path, self.work / "checkpoints" / stage]:
+                        if p.is_dir():
+                            shutil.rmtree(p)
+                        elif p.exists():
+                            p.unlink()
+                    decision = True
+        return bool(ddp.broadcast_object(decision))
+
+    def finished(self, stage: str, desc: dict[str, Any]) -> None:
+        if self.info.is_main:
+            save_json({"fingerprint": self.prints[stage], "built_from": desc},
+                      self.work / "stages" / f"{stage.replace('/', '_')}.json")
+
+
 def _save_module(module: nn.Module, directory: Path) -> None:
     save_component(module, directory, "component")  # component.json is written last: marks the stage done
 
@@ -65,228 +174,199 @@ def _load_module(directory: Path) -> nn.Module:
     return load_component(directory, "component")
 
 
-def _done(directory: Path) -> bool:
-    return (directory / "component.json").is_file()
+def _done(directory: Path) -> Callable[[], bool]:
+    return lambda: (directory / "component.json").is_file()
 
 
-class _FolderClips(torch.utils.data.Dataset):
-    """Clips from a folder of frame folders (one sub-folder per clip)."""
-
-    def __init__(self, root: str, length: int, resolution: int | None) -> None:
-        from featureflow.data import read_frames
-
-        self._read = read_frames
-        self.dirs = sorted(p for p in Path(root).iterdir() if p.is_dir()) or [Path(root)]
-        self.length, self.resolution = length, resolution
-
-    def __len__(self) -> int:
-        return len(self.dirs)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        frames = self._read(self.dirs[i])
-        if frames.shape[0] < self.length:
-            raise ValueError(f"{self.dirs[i]} has {frames.shape[0]} frames; clip_length is {self.length}")
-        frames = frames[: self.length]
-        if self.resolution is not None:
-            frames = torch.nn.functional.interpolate(frames, size=(self.resolution, self.resolution),
-                                                     mode="bilinear", antialias=True, align_corners=False)
-        return {"rgb": frames.clamp(0, 1)}
+def _fresh_log(path: Path) -> None:
+    """A stage that starts from scratch starts its log from scratch (no records of a killed attempt)."""
+    path.unlink(missing_ok=True)
 
 
-def _clips(cfg: dict[str, Any], split: str = "train", size: int | None = None) -> Any:
-    data = cfg["data"]
-    kind = data.get("world", "toyworld")
-    if kind == "toyworld":
-        from featureflow.data import ToyWorldClips
-
-        return ToyWorldClips(split, length=int(data.get("clip_length", 8)), stride=int(data.get("stride", 1)),
-                             size=size or int(data.get("train_clips", 256)),
-                             resolution=int(data.get("resolution", 64)), warmup=int(data.get("warmup", 0)))
-    if kind == "frames":
-        return _FolderClips(data["root"], int(data.get("clip_length", 8)), data.get("resolution"))
-    raise ValueError(f"data.world must be 'toyworld' or 'frames', got {kind!r}")
-
-
-def _stage_encoder(cfg: dict[str, Any], work: Path, progress: bool) -> nn.Module:
-    out = work / "encoder"
-    if _done(out):
-        return _load_module(out)
-    spec = cfg.get("encoder", {"type": "ToyEncoder", "config": {}})
-    torch.manual_seed(int(cfg.get("seed", 0)))  # initial weights from the run's seed
-    encoder = build_component({"type": spec["type"], "config": spec.get("config", {})})
-    train = spec.get("train")
-    if train:
-        if spec["type"] != "ToyEncoder" or cfg["data"].get("world", "toyworld") != "toyworld":
-            raise ValueError("encoder training is only defined for a ToyEncoder on ToyWorld")
-        from featureflow.data import ToyWorld
-        from featureflow.training.toy_encoder import train_toy_encoder
-
-        world = ToyWorld(resolution=int(cfg["data"].get("resolution", 64)))
-        train_toy_encoder(encoder, world, progress=progress, log_path=work / "logs" / "encoder.jsonl",
-                          seed=int(cfg.get("seed", 0)), **train)
-    encoder.eval()
-    _save_module(encoder, out)
-    return encoder
+def _rank0_stage(run: _Run, stage: str, section: Any, after: str | None, build: Callable[[StageContext], nn.Module],
+                 out: Path, log_name: str | None = None) -> nn.Module:
+    """A stage rank 0 computes alone: build + train + save, then every rank loads the saved copy."""
+    desc = run.describe(stage, section, after)
+    todo = run.needs_run(stage, desc, _done(out), [out, run.work / "logs" / f"{log_name or stage}.jsonl"])
+    with ddp.main_first(run.info, stage) as first:
+        if first and todo:
+            ctx = run.ctx(stage, log_name)
+            _fresh_log(ctx.log_path)
+            torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed
+            module = build(ctx)
+            module.eval()
+            _save_module(module, out)
+            run.finished(stage, desc)
+    return _load_module(out)
 
 
-def _stage_features(cfg: dict[str, Any], work: Path, encoder: nn.Module, progress: bool) -> Any:
+def _stage_encoder(run: _Run) -> nn.Module:
+    spec = run.cfg.get("encoder", {"type": "ToyEncoder", "config": {}})
+
+    def build(ctx: StageContext) -> nn.Module:
+        encoder = build_component({"type": spec["type"], "config": spec.get("config", {})})
+        train = spec.get("train")
+        if train:
+            trainer = trainer_for("encoder", spec["type"])
+            if trainer is None:
+                raise ValueError(f"encoder type {spec['type']!r} has no registered trainer (trainable: "
+                                 f"{trainable_types('encoder')}); drop encoder.train to use it frozen, or register "
+                                 "one with featureflow.training.registry.register_trainer")
+            trainer(encoder, None, dict(train), ctx)
+        return encoder
+
+    return _rank0_stage(run, "encoder", spec, None, build, run.work / "encoder")
+
+
+def _stage_features(run: _Run, encoder: nn.Module) -> Any:
     from featureflow.training.features import FeatureShards, extract_features
 
-    out = work / "features"
-    if not (out / "index.json").is_file():
-        fcfg = cfg.get("features", {})
-        extract_features(encoder, _clips(cfg), out, shard_size=int(fcfg.get("shard_size", 64)),
-                         batch_size=int(fcfg.get("batch_size", 8)), progress=progress)
+    out = run.work / "features"
+    fcfg = run.cfg.get("features", {})
+    desc = run.describe("features", fcfg, "encoder")
+    todo = run.needs_run("features", desc, lambda: (out / "index.json").is_file(), [out])
+    with ddp.main_first(run.info, "features") as first:
+        if first and todo:
+            extract_features(encoder, clips_of(run.cfg), out, shard_size=int(fcfg.get("shard_size", 64)),
+                             batch_size=int(fcfg.get("batch_size", 8)), progress=run.progress)
+            run.finished("features", desc)
     return FeatureShards(out)
 
 
-def _stage_compressor(cfg: dict[str, Any], work: Path, shards: Any, progress: bool) -> nn.Module:
-    out = work / "compressor"
-    if _done(out):
-        return _load_module(out)
-    spec = cfg.get("compressor", {"type": "FeatureVAE", "config": {}})
-    feats = shards.tensor("features").float()
-    frames = feats.reshape(-1, *feats.shape[2:])  # (N*T, h, w, D)
-    conf = dict(spec.get("config", {}))
-    conf.setdefault("feature_dim", int(frames.shape[-1]))
-    torch.manual_seed(int(cfg.get("seed", 0)))
-    comp = build_component({"type": spec["type"], "config": conf})
-    if spec["type"] == "FeatureVAE":
-        from featureflow.training.vae import train_vae
+def _stage_compressor(run: _Run, shards: Any) -> nn.Module:
+    spec = run.cfg.get("compressor", {"type": "FeatureVAE", "config": {}})
 
-        train_vae(comp, frames, progress=progress, log_path=work / "logs" / "compressor.jsonl",
-                  seed=int(cfg.get("seed", 0)), **spec.get("train", {}))
-    elif spec["type"] == "PCA":
-        comp.fit(frames.split(1024))
-    else:
-        from featureflow.compressors import fit_statistics
+    def build(ctx: StageContext) -> nn.Module:
+        feats = shards.tensor("features").float()
+        frames = feats.reshape(-1, *feats.shape[2:])  # (N*T, h, w, D)
+        conf = dict(spec.get("config", {}))
+        conf.setdefault("feature_dim", int(frames.shape[-1]))
+        comp = build_component({"type": spec["type"], "config": conf})
+        trainer = trainer_for("compressor", spec["type"])
+        if trainer is None:
+            raise ValueError(f"compressor type {spec['type']!r} has no registered trainer (known: "
+                             f"{trainable_types('compressor')}); register one with "
+                             "featureflow.training.registry.register_trainer('compressor', ...)")
+        trainer(comp, frames, dict(spec.get("train", {})), ctx)
+        return comp
 
-        fit_statistics(comp, frames.split(1024))
-    comp.eval()
-    _save_module(comp, out)
-    return comp
+    return _rank0_stage(run, "compressor", spec, "features", build, run.work / "compressor")
 
 
 @torch.no_grad()
-def _stage_latents(work: Path, shards: Any, compressor: nn.Module) -> Tensor:
-    path = work / "latents.safetensors"
-    if path.is_file():
-        return load_safetensors(path)["latents"]
-    feats = shards.tensor("features").float()
-    n, t = feats.shape[:2]
-    lat = torch.cat([compressor.encode(chunk) for chunk in feats.reshape(n * t, *feats.shape[2:]).split(512)])
-    lat = lat.reshape(n, t, *lat.shape[1:])
-    save_safetensors({"latents": lat}, path)
-    return lat
+def _stage_latents(run: _Run, shards: Any, compressor: nn.Module) -> Tensor:
+    path = run.work / "latents.safetensors"
+    desc = run.describe("latents", {}, "compressor")
+    todo = run.needs_run("latents", desc, path.is_file, [path])
+    with ddp.main_first(run.info, "latents") as first:
+        if first and todo:
+            feats = shards.tensor("features").float()
+            n, t = feats.shape[:2]
+            flat = feats.reshape(n * t, *feats.shape[2:])
+            lat = torch.cat([compressor.encode(chunk) for chunk in flat.split(512)])
+            save_safetensors({"latents": lat.reshape(n, t, *lat.shape[1:])}, path)
+            run.finished("latents", desc)
+    return load_safetensors(path)["latents"]
 
 
-def _stage_forecaster(
-    cfg: dict[str, Any], work: Path, latents: Tensor, kind: str, progress: bool,
-    encoder: nn.Module | None = None, compressor: nn.Module | None = None,
-) -> nn.Module | None:
+def _stage_forecaster(run: _Run, latents: Tensor, kind: str, encoder: nn.Module, compressor: nn.Module) -> nn.Module | None:
+    """Train the flow or regression forecaster on every rank (DDP); rank 0 saves; all load its copy."""
     from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
-    from featureflow.training.forecaster import frames_to_latents, train_forecaster
+    from featureflow.training.forecaster import forecaster_config, frames_to_latents, train_forecaster
 
-    out = work / kind
-    if _done(out):
-        return _load_module(out)
-    fcfg = cfg.get("forecaster", {})
-    section = fcfg if kind == "flow" else cfg.get("regression")
+    fcfg = run.cfg.get("forecaster", {})
+    section = fcfg if kind == "flow" else run.cfg.get("regression")
     if section is None:
         return None
-    den_cfg = dict(fcfg.get("denoiser", {}))
-    den_cfg.setdefault("latent_dim", int(latents.shape[-1]))
-    torch.manual_seed(int(cfg.get("seed", 0)))  # the model's initial weights come from the run's seed
-    den = Denoiser(**den_cfg)
-    if kind == "flow":
-        model: nn.Module = FlowForecaster(den, **fcfg.get("flow", {}))
-    else:
-        model = RegressionForecaster(den, **section.get("model", {}))
-    if getattr(model, "residual", False) and "residual_scale" not in model.config:
-        model.fit_residual_scale(latents)  # (next - last) / scale has unit variance, like the source noise
-    train = dict(section.get("train", {}))
-    stream = train.pop("stream", None)
-    data: Any = latents
-    encode = None
-    if stream:
-        # fresh procedural clips as training goes (never the same clip twice in a run),
-        # encoded by the frozen encoder and compressor of the earlier stages
-        if cfg["data"].get("world", "toyworld") != "toyworld" or encoder is None or compressor is None:
-            raise ValueError("train.stream needs data.world = 'toyworld' (fresh clips are rendered as training goes)")
-        from featureflow.data import ToyWorldClips
+    out = run.work / kind
+    described = {"denoiser": fcfg.get("denoiser", {}), kind: section if kind == "regression" else fcfg}
+    desc = run.describe(kind, described, "latents")
+    todo = run.needs_run(kind, desc, _done(out), [out])
+    if todo:
+        ctx = run.ctx(kind)
+        den_cfg = dict(fcfg.get("denoiser", {}))
+        den_cfg.setdefault("latent_dim", int(latents.shape[-1]))
+        torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed
+        den = Denoiser(**den_cfg)
+        if kind == "flow":
+            model: nn.Module = FlowForecaster(den, **fcfg.get("flow", {}))
+        else:
+            model = RegressionForecaster(den, **section.get("model", {}))
+        if getattr(model, "residual", False) and "residual_scale" not in model.config:
+            model.fit_residual_scale(latents)  # (next - last) / scale has unit variance, like the source noise
+        train = dict(section.get("train", {}))
+        stream = train.pop("stream", None)
+        train.setdefault("seed", ctx.seed)
+        train.setdefault("ckpt_every", CKPT_EVERY)
+        config = forecaster_config(**train)
+        data: Any = latents
+        encode = None
+        if stream:
+            # fresh procedural clips as training goes (never the same clip twice in a run),
+            # encoded by the frozen encoder and compressor of the earlier stages
+            if run.cfg["data"].get("world", "toyworld") != "toyworld":
+                raise ValueError("train.stream needs data.world = 'toyworld' (fresh clips are rendered as training goes)")
+            from featureflow.data import ToyWorldClips
 
-        data_cfg = cfg["data"]
-        data = ToyWorldClips("train", length=int(stream.get("clip_length", data_cfg.get("clip_length", 8))),
-                             stride=int(stream.get("stride", data_cfg.get("stride", 1))),
-                             resolution=int(data_cfg.get("resolution", 64)), warmup=int(data_cfg.get("warmup", 0)),
-                             modalities=("rgb",))
-        encode = frames_to_latents(encoder, compressor)
-    result = train_forecaster(model, data, progress=progress, log_path=work / "logs" / f"{kind}.jsonl",
-                              ckpt_dir=work / "checkpoints" / kind, resume=True, encode=encode,
-                              seed=int(cfg.get("seed", 0)), **train)
-    if result.ema is not None:
-        result.ema.copy_to(model)
-    model.eval()
-    _save_module(model, out)
-    return model
-
-
-@torch.no_grad()
-def _probe_data(cfg: dict[str, Any], shards: Any, compressor: nn.Module, clips: int) -> tuple[Tensor, dict[str, Tensor]]:
-    """Compressor-reconstructed features and pixel targets of the first ``clips`` training clips."""
-    ds = _clips(cfg)
-    n = min(clips, len(ds))
-    feats, targets = [], {}
-    for i in range(n):
-        f = shards[i]["features"].float()
-        feats.append(compressor.decode(compressor.encode(f)))
-        item = ds[i]
-        for key in ("segmentation", "depth", "normals", "rgb"):
-            if key in item:
-                targets.setdefault(key, []).append(item[key])
-    x = torch.cat(feats)
-    return x, {k: torch.cat(v) for k, v in targets.items()}
+            data_cfg = run.cfg["data"]
+            data = ToyWorldClips("train", length=int(stream.get("clip_length", data_cfg.get("clip_length", 8))),
+                                 stride=int(stream.get("stride", data_cfg.get("stride", 1))),
+                                 resolution=int(data_cfg.get("resolution", 64)),
+                                 warmup=int(data_cfg.get("warmup", 0)), modalities=("rgb",))
+            encode = frames_to_latents(encoder, compressor)
+        result = train_forecaster(model, data, config, progress=run.progress, log_path=ctx.log_path,
+                                  ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode, device="cpu")
+        if result.ema is not None:
+            result.ema.copy_to(model)
+        model.eval()
+        if run.info.is_main:
+            _save_module(model, out)
+            run.finished(kind, desc)
+        ddp.barrier(f"saving the {kind} forecaster", long=True)
+    return _load_module(out)
 
 
-def _stage_probes(cfg: dict[str, Any], work: Path, shards: Any, compressor: nn.Module, progress: bool) -> dict[str, nn.Module]:
+def _stage_probes(run: _Run, shards: Any, compressor: nn.Module) -> dict[str, nn.Module]:
     from featureflow.training.probes import train_probe
 
-    pcfg = cfg.get("probes")
-    if not pcfg or cfg["data"].get("world", "toyworld") != "toyworld":
+    pcfg = run.cfg.get("probes")
+    if not pcfg or run.cfg["data"].get("world", "toyworld") != "toyworld":
         return {}
-    heads: dict[str, nn.Module] = {}
-    pending = {name: spec for name, spec in pcfg.get("heads", {}).items() if not _done(work / "probes" / name)}
-    data = _probe_data(cfg, shards, compressor, int(pcfg.get("clips", 128))) if pending else None
+    cache: list[tuple[Tensor, dict[str, Tensor]]] = []
     train = dict(pcfg.get("train", {}))
     batch = int(train.pop("batch_size", 32))
+    heads: dict[str, nn.Module] = {}
     for name, spec in pcfg.get("heads", {}).items():
-        out = work / "probes" / name
-        if _done(out):
-            heads[name] = _load_module(out)
-            continue
-        assert data is not None
-        head = build_component(spec)
-        x, targets = data
-        y = targets[name]
-        gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
+        section = {"head": spec, "clips": pcfg.get("clips", 128), "train": pcfg.get("train", {})}
 
-        def batches(x: Tensor = x, y: Tensor = y, gen: torch.Generator = gen) -> Any:
-            while True:
-                idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-                yield x[idx], y[idx]
+        def build(ctx: StageContext, spec: dict[str, Any] = spec, name: str = name) -> nn.Module:
+            if not cache:
+                cache.append(probe_data(run.cfg, shards, compressor, int(pcfg.get("clips", 128))))
+            head = build_component(spec)
+            x, targets = cache[0]
+            y = targets[name]
+            gen = torch.Generator().manual_seed(ctx.seed)
 
-        train_probe(head, batches(), progress=progress, log_path=work / "logs" / f"probe_{name}.jsonl",
-                    seed=int(cfg.get("seed", 0)), **train)
-        head.eval()
-        _save_module(head, out)
-        heads[name] = head
+            def batches() -> Any:
+                while True:
+                    idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+                    yield x[idx], y[idx]
+
+            train_probe(head, batches(), progress=ctx.progress, log_path=ctx.log_path, seed=ctx.seed, **train)
+            return head
+
+        heads[name] = _rank0_stage(run, f"probes/{name}", section, "compressor", build, run.work / "probes" / name,
+                                   log_name=f"probe_{name}")
     return heads
 
 
 def run_pipeline(
     cfg: dict[str, Any], *, progress: bool = True, until: str | None = None, only: str | None = None
 ) -> Path | None:
-    """Run the stages of ``cfg`` in order (skipping finished ones); return the saved model directory.
+    """Run the stages of ``cfg`` in order (reusing finished ones); return the saved model directory.
+
+    Works the same under ``torchrun`` (see the module docstring); only rank 0 returns the
+    path, the other ranks return ``None``.
 
     Args:
         cfg: the pipeline config (see the module docstring).
@@ -295,6 +375,12 @@ def run_pipeline(
         only: ``"flow"`` or ``"regression"``: run the stages before the forecasters (or
             reuse them), then train just that forecaster and stop. Two processes, one
             per forecaster, train both at once once the latents exist.
+
+    Example:
+        >>> run_pipeline({"data": {}}, until="nope")
+        Traceback (most recent call last):
+        ...
+        ValueError: until must be one of ('encoder', 'features', 'compressor', 'latents', 'flow', 'regression', 'probes', 'assemble'), got 'nope'
     """
     from featureflow.world import WorldModel
 
@@ -302,67 +388,78 @@ def run_pipeline(
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
     if only not in (None, "flow", "regression"):
         raise ValueError(f"only must be 'flow' or 'regression', got {only!r}")
+    info = ddp.setup("cpu" if not torch.cuda.is_available() else None)
+    run = _Run(cfg, progress, info)
+    if info.is_main:
+        run.work.mkdir(parents=True, exist_ok=True)
+        save_json(cfg, run.work / "pipeline_config.json")
     flow = regression = None
-    work = Path(cfg.get("workdir", "runs/pipeline"))
-    work.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, work / "pipeline_config.json")
-    log = JSONLLogger(work / "logs" / "pipeline.jsonl")
 
-    def stage(name: str) -> bool:
-        log.log(stage=name, event="start")
+    def stop_before(name: str) -> bool:
+        run.log.log(stage=name, event="start")
         return until is not None and STAGES.index(name) > STAGES.index(until)
 
-    if stage("encoder"):
-        return None
-    encoder = _stage_encoder(cfg, work, progress)
-    if stage("features"):
-        return None
-    shards = _stage_features(cfg, work, encoder, progress)
-    if stage("compressor"):
-        return None
-    compressor = _stage_compressor(cfg, work, shards, progress)
-    if stage("latents"):
-        return None
-    latents = _stage_latents(work, shards, compressor)
-    if stage("flow"):
-        return None
-    if only in (None, "flow"):
-        flow = _stage_forecaster(cfg, work, latents, "flow", progress, encoder, compressor)
-    if stage("regression"):
-        return None
-    if only in (None, "regression"):
-        regression = _stage_forecaster(cfg, work, latents, "regression", progress, encoder, compressor)
-    if only is not None:
-        log.log(stage=only, event="done")
-        return None
-    if stage("probes"):
-        return None
-    probes = _stage_probes(cfg, work, shards, compressor, progress)
-    if stage("assemble"):
-        return None
-    assert flow is not None
-    model = WorldModel(encoder, compressor, flow, probes, baselines={"regression": regression} if regression else None)
-    model.metadata = {"data": cfg["data"], "seed": cfg.get("seed", 0)}
-    out = Path(cfg.get("output", work / "model"))
-    dtype = torch.bfloat16 if cfg.get("store_bf16", False) else None
-    model.save_pretrained(out, dtype=dtype)
-    log.log(stage="assemble", event="done", output=str(out))
-    log.close()
-    return out
+    try:
+        if stop_before("encoder"):
+            return None
+        encoder = _stage_encoder(run)
+        if stop_before("features"):
+            return None
+        shards = _stage_features(run, encoder)
+        if stop_before("compressor"):
+            return None
+        compressor = _stage_compressor(run, shards)
+        if stop_before("latents"):
+            return None
+        latents = _stage_latents(run, shards, compressor)
+        if stop_before("flow"):
+            return None
+        if only in (None, "flow"):
+            flow = _stage_forecaster(run, latents, "flow", encoder, compressor)
+        if stop_before("regression"):
+            return None
+        if only in (None, "regression"):
+            regression = _stage_forecaster(run, latents, "regression", encoder, compressor)
+        if only is not None:
+            run.log.log(stage=only, event="done")
+            return None
+        if stop_before("probes"):
+            return None
+        probes = _stage_probes(run, shards, compressor)
+        if stop_before("assemble"):
+            return None
+        if flow is None:
+            raise ValueError("the config has no 'forecaster' section: a world model needs a flow forecaster")
+        out = Path(cfg.get("output", run.work / "model"))
+        with ddp.main_first(info, "assemble") as first:
+            if first:
+                model = WorldModel(encoder, compressor, flow, probes,
+                                   baselines={"regression": regression} if regression else None)
+                model.metadata = {"data": cfg["data"], "seed": cfg.get("seed", 0)}
+                dtype = torch.bfloat16 if cfg.get("store_bf16", False) else None
+                model.save_pretrained(out, dtype=dtype)
+                run.log.log(stage="assemble", event="done", output=str(out))
+        return out if info.is_main else None
+    finally:
+        run.log.close()
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.workdir:
         cfg["workdir"] = args.workdir
-    out = run_pipeline(cfg, progress=not args.no_progress, until=args.until, only=args.only)
-    print(f"model written to {out}" if out else f"stopped after stage {args.only or args.until!r}")
+    try:
+        out = run_pipeline(cfg, progress=not args.no_progress, until=args.until, only=args.only)
+    finally:
+        ddp.teardown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"model written to {out}" if out else f"stopped after stage {args.only or args.until!r}")
     return 0
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add ``featureflow train --config CFG.json`` (all stages, resumable)."""
-    p = sub.add_parser("train", help="run every training stage from a JSON config (resumable)")
+    """Add ``featureflow train --config CFG.json`` (all stages, resumable; also under torchrun)."""
+    p = sub.add_parser("train", help="run every training stage from a JSON config (resumable; works under torchrun)")
     p.add_argument("--config", required=True, help="pipeline config (JSON)")
     p.add_argument("--workdir", default=None, help="override the config's workdir")
     p.add_argument("--until", default=None, choices=STAGES, help="stop after this stage")

@@ -86,7 +86,7 @@ def render_pool(world: Any, num_clips: int, clip_length: int, stride: int, seed:
     """Render clips into flat frame tensors ``rgb, depth, normals, segmentation`` (n = clips × length).
 
     Seeds come from ``world.split_seeds(split)`` when the world has it (ToyWorld does),
-    offset by ``seed * num_clips``; otherwise ``seed * num_clips + i``. With a
+    offset by ``seed * num_clips`` (modulo the split's size); otherwise ``seed * num_clips + i``. With a
     ``generator``, ``num_clips`` seeds are instead drawn at random from the split.
 
     Example:
@@ -99,9 +99,9 @@ def render_pool(world: Any, num_clips: int, clip_length: int, stride: int, seed:
     if generator is not None:
         picks = torch.randint(0, len(seeds), (num_clips,), generator=generator).tolist()
     else:
-        first = seed * num_clips
-        if first + num_clips > len(seeds):
-            raise ValueError(f"seed={seed} with num_clips={num_clips} runs past the {split!r} seed range ({len(seeds)} seeds)")
+        if num_clips > len(seeds):
+            raise ValueError(f"num_clips={num_clips} runs past the {split!r} seed range ({len(seeds)} seeds)")
+        first = (seed * num_clips) % (len(seeds) - num_clips + 1)  # large seeds wrap around the split
         picks = list(range(first, first + num_clips))
     keys = ("rgb", "depth", "normals", "segmentation")
     parts: dict[str, list[Tensor]] = {k: [] for k in keys}
