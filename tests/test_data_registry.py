@@ -19,6 +19,7 @@ from featureflow.data import (
     ToyWorldClips,
     available_datasets,
     build_dataset,
+    dataset_from_config,
     dataset_labels,
     register_dataset,
     write_frames,
@@ -43,6 +44,21 @@ def test_registry_names_and_errors():
         register_dataset("frames", list)
     register_dataset("frames-again", FrameFolderClips, overwrite=True)
     assert "frames-again" in available_datasets()
+
+
+def test_dataset_from_a_pipeline_data_section(tmp_path):
+    toy = dataset_from_config({"world": "toyworld", "resolution": 16, "train_clips": 3, "clip_length": 2,
+                               "stride": 3, "warmup": 0})
+    assert isinstance(toy, ToyWorldClips) and len(toy) == 3 and toy.stride == 3 and toy[0]["rgb"].shape[-1] == 16
+    assert len(dataset_from_config({"resolution": 16}, split="val", size=2)) == 2 and toy.split == "train"
+    write_frames(_u8(6), tmp_path / "train" / "a")
+    frames = dataset_from_config({"dataset": "frames", "root": str(tmp_path), "clip_length": 2, "train_clips": 2,
+                                  "resolution": 4}, split="train")
+    assert isinstance(frames, FrameFolderClips) and len(frames) == 2 and frames[1]["rgb"].shape == (2, 3, 4, 4)
+    with pytest.raises(TypeError, match="dataset 'frames'.*warmup"):
+        dataset_from_config({"dataset": "frames", "root": str(tmp_path), "warmup": 2})
+    with pytest.raises(ValueError, match="data names two datasets"):
+        dataset_from_config({"dataset": "frames", "world": "toyworld"})
 
 
 # ---------------------------------------------------------------- frame folders

@@ -15,7 +15,13 @@ from featureflow.data.folders import FrameFolderClips
 from featureflow.data.frames import IMAGE_EXTENSIONS, read_frames, read_image, read_video, to_uint8, write_frames
 from featureflow.data.kubric import KubricClip, read_kubric, read_png
 from featureflow.data.kubric_clips import KUBRIC_LABELS, KubricClips
-from featureflow.data.registry import available_datasets, build_dataset, dataset_labels, register_dataset
+from featureflow.data.registry import (
+    available_datasets,
+    build_dataset,
+    dataset_from_config,
+    dataset_labels,
+    register_dataset,
+)
 from featureflow.data.toyworld import CLASSES, SPLITS, ToyClip, ToyWorld
 from featureflow.data.video import VIDEO_EXTENSIONS, VideoClips, count_video_frames, decode_video, write_video
 
@@ -41,6 +47,7 @@ __all__ = [
     "CityscapesClips",
     "KubricClip",
     "build_dataset",
+    "dataset_from_config",
     "register_dataset",
     "available_datasets",
     "dataset_labels",

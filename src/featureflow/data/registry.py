@@ -19,7 +19,7 @@ with ``rgb`` (t, 3, H, W) float32 in [0, 1] and the dataset's labels.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch.utils.data import Dataset
 
@@ -29,7 +29,7 @@ from featureflow.data.folders import FrameFolderClips
 from featureflow.data.kubric_clips import KubricClips
 from featureflow.data.video import VideoClips
 
-__all__ = ["build_dataset", "register_dataset", "available_datasets", "dataset_labels"]
+__all__ = ["build_dataset", "dataset_from_config", "register_dataset", "available_datasets", "dataset_labels"]
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {
     "toyworld": ToyWorldClips,
@@ -98,6 +98,48 @@ def build_dataset(name: str, **config: Any) -> Dataset:
         if "unexpected keyword argument" in str(err) or "missing" in str(err) and "required" in str(err):
             raise TypeError(f"dataset {name!r} ({getattr(factory, '__name__', factory)}): {err}") from None
         raise
+
+
+def dataset_from_config(data: Mapping[str, Any], *, split: str | None = None, size: int | None = None) -> Dataset:
+    """The dataset described by a training config's ``data`` section.
+
+    ``data["dataset"]`` (or the older ``data["world"]``; default ``"toyworld"``) names
+    the dataset; ``clip_length`` becomes ``length`` (default 8); ``train_clips`` (or
+    ``size``) caps the number of clips (ToyWorld's ``size``, the others' ``max_clips``);
+    ToyWorld's ``resolution`` defaults to 64. Every other key goes to the dataset's
+    constructor unchanged (``root``, ``stride``, ``hop``, ``resolution``, ``suite``,
+    ``label_position``, ...), so an unknown key is an error that names the dataset.
+
+    Args:
+        data: the ``data`` section.
+        split: the split to read (default: the dataset's own default, ``"train"`` for
+            ToyWorld, Kubric and Cityscapes, ``root`` itself for frames and video).
+        size: overrides ``train_clips``.
+
+    Example:
+        >>> ds = dataset_from_config({"world": "toyworld", "resolution": 16, "train_clips": 3, "clip_length": 2})
+        >>> len(ds), tuple(ds[0]["rgb"].shape)
+        (3, (2, 3, 16, 16))
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"the data section must be a JSON object, got {type(data).__name__}")
+    config = dict(data)
+    if "dataset" in config and "world" in config and config["dataset"] != config["world"]:
+        raise ValueError(f"data names two datasets: dataset={config['dataset']!r}, world={config['world']!r}")
+    name = str(config.pop("dataset", config.pop("world", "toyworld")))
+    config.pop("world", None)
+    config["length"] = int(config.pop("clip_length", config.get("length", 8)))
+    cap = config.pop("size", config.pop("train_clips", None))
+    cap = size if size is not None else cap
+    if name.lower() == "toyworld":
+        config.setdefault("resolution", 64)
+        if cap is not None:
+            config["size"] = int(cap)
+    elif cap is not None:
+        config["max_clips"] = int(cap)
+    if split is not None:
+        config["split"] = split
+    return build_dataset(name, **config)
 
 
 def dataset_labels(dataset: Dataset) -> tuple[str, ...]:
