@@ -10,7 +10,9 @@ Example:
 
 from featureflow.forecast.base import ForecasterBase
 from featureflow.forecast.baselines import CopyLastForecaster
+from featureflow.forecast.causal_denoiser import CausalDenoiser
 from featureflow.forecast.denoiser import Denoiser, DenoiserState
+from featureflow.forecast.vfmf_denoiser import VFMFDenoiser
 from featureflow.forecast.flow import FlowForecaster
 from featureflow.forecast.protocols import DenoiserProtocol, Forecaster
 from featureflow.forecast.regression import RegressionForecaster
@@ -18,6 +20,8 @@ from featureflow.forecast.rollout import Rollout, draw_window
 
 __all__ = [
     "Denoiser",
+    "CausalDenoiser",
+    "VFMFDenoiser",
     "DenoiserState",
     "FlowForecaster",
     "RegressionForecaster",

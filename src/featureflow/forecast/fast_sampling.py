@@ -84,8 +84,8 @@ class FastSampling:
             >>> den.compile_sampling().sampling_compiled, den.compile_sampling(False).sampling_compiled
             (True, False)
         """
-        if self.arch != "causal":
-            raise ValueError("compile_sampling applies to arch='causal' (the cached step)")
+        if not callable(getattr(self.trunk, "step_window", None)):
+            raise ValueError(f"compile_sampling applies to arch='causal' (the cached step), not arch={self.arch!r}")
         if not enabled:
             COMPILED_STEPS.pop(self, None)
         elif self not in COMPILED_STEPS:
