@@ -68,7 +68,11 @@ class CityscapesClips(SequenceClips):
 
     Args:
         root: the Cityscapes root (holding ``leftImg8bit_sequence``).
-        length, stride, hop, resolution, max_clips: see `featureflow.data.SequenceClips`.
+        length: frames per clip.
+        stride: frames between consecutive frames of a clip (1 = consecutive).
+        hop: frames between the starts of consecutive clips (default ``length * stride``).
+        resolution: resize frames to this side or (H, W) (default: keep their size).
+        max_clips: keep only the first ``max_clips`` clips.
         split: ``"train"``, ``"val"`` or ``"test"``.
         label_position: if set, one clip per labelled frame, placed so that the labelled
             frame is frame ``label_position`` of the clip (``-1``: the last, i.e. the
@@ -85,7 +89,8 @@ class CityscapesClips(SequenceClips):
         >>> for f in (17, 18, 19):
         ...     Image.new("RGB", (8, 4)).save(city / f"ulm_000001_{f:06d}_leftImg8bit.png")
         >>> ds = CityscapesClips(root, length=2, hop=1, split="val")
-        >>> len(ds), ds.clip_name(1), tuple(ds[1]["rgb"].shape)
+        >>> item = ds[1]
+        >>> len(ds), ds.clip_name(1), tuple(item["rgb"].shape)
         (2, 'ulm_000001[18:20:1]', (2, 3, 4, 8))
     """
 

@@ -32,7 +32,11 @@ class FrameFolderClips(SequenceClips):
 
     Args:
         root: the folder.
-        length, stride, hop, resolution, max_clips: see `featureflow.data.SequenceClips`.
+        length: frames per clip.
+        stride: frames between consecutive frames of a clip (1 = consecutive).
+        hop: frames between the starts of consecutive clips (default ``length * stride``).
+        resolution: resize frames to this side or (H, W) (default: keep their size).
+        max_clips: keep only the first ``max_clips`` clips.
         split: optional sub-folder of ``root`` (e.g. ``"train"``).
         pattern: glob for frame files inside a sequence folder (e.g. ``"rgba_*.png"``);
             default every file ending in one of `featureflow.data.IMAGE_EXTENSIONS`.
@@ -44,7 +48,8 @@ class FrameFolderClips(SequenceClips):
         >>> _ = write_frames(torch.rand(5, 3, 8, 8), d / "a")
         >>> _ = write_frames(torch.rand(4, 3, 8, 8), d / "b")
         >>> ds = FrameFolderClips(d, length=2)
-        >>> len(ds), ds.clip_name(2), tuple(ds[2]["rgb"].shape)
+        >>> item = ds[2]
+        >>> len(ds), ds.clip_name(2), tuple(item["rgb"].shape)
         (4, 'b[0:2:1]', (2, 3, 8, 8))
     """
 

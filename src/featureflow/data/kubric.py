@@ -48,8 +48,9 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     if not file.is_file():
         raise FileNotFoundError(f"PNG not found: {file}")
     try:
-        width, height, rows, info = png.Reader(filename=str(file)).read()
-        data = np.array([np.asarray(row) for row in rows])
+        with open(file, "rb") as fh:  # pypng's Reader(filename=) leaves the file open
+            width, height, rows, info = png.Reader(file=fh).read()
+            data = np.array([np.asarray(row) for row in rows])
     except png.Error as err:
         raise ValueError(f"could not decode {file} as PNG: {err}") from None
     planes = int(info["planes"])

@@ -45,7 +45,11 @@ class KubricClips(SequenceClips):
 
     Args:
         root: the dataset root.
-        length, stride, hop, resolution, max_clips: see `featureflow.data.SequenceClips`.
+        length: frames per clip.
+        stride: frames between consecutive frames of a clip (1 = consecutive).
+        hop: frames between the starts of consecutive clips (default ``length * stride``).
+        resolution: resize frames to this side or (H, W) (default: keep their size).
+        max_clips: keep only the first ``max_clips`` clips.
         split: ``"train"``, ``"validation"``, ... (training layout: the split folder;
             export layout: ``root/split`` is searched if it exists, else ``root``).
         suite: MOVi suite folder of the training layout (``"movi_a"`` ...).
@@ -64,7 +68,8 @@ class KubricClips(SequenceClips):
         >>> for i in range(4):
         ...     Image.new("RGB", (8, 8)).save(seq / f"{i:05d}_rgb.png")
         >>> ds = KubricClips(d, length=2)
-        >>> ds.layout, len(ds), tuple(ds[1]["rgb"].shape)
+        >>> item = ds[1]
+        >>> ds.layout, len(ds), tuple(item["rgb"].shape)
         ('training', 2, (2, 3, 8, 8))
     """
 

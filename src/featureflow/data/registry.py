@@ -53,7 +53,8 @@ def register_dataset(name: str, factory: Callable[..., Dataset], *, overwrite: b
         ...     def __len__(self): return 3
         ...     def __getitem__(self, i): return {"rgb": torch.rand(self.length, 3, 8, 8)}
         >>> register_dataset("noise", Noise, overwrite=True)
-        >>> tuple(build_dataset("noise", length=4)[0]["rgb"].shape)
+        >>> item = build_dataset("noise", length=4)[0]
+        >>> tuple(item["rgb"].shape)
         (4, 3, 8, 8)
     """
     if not isinstance(name, str) or not name:
@@ -83,7 +84,8 @@ def build_dataset(name: str, **config: Any) -> Dataset:
 
     Example:
         >>> ds = build_dataset("toyworld", split="val", length=3, resolution=16, size=2)
-        >>> len(ds), tuple(ds[0]["rgb"].shape)
+        >>> item = ds[0]
+        >>> len(ds), tuple(item["rgb"].shape)
         (2, (3, 3, 16, 16))
     """
     if not isinstance(name, str):
@@ -118,7 +120,8 @@ def dataset_from_config(data: Mapping[str, Any], *, split: str | None = None, si
 
     Example:
         >>> ds = dataset_from_config({"world": "toyworld", "resolution": 16, "train_clips": 3, "clip_length": 2})
-        >>> len(ds), tuple(ds[0]["rgb"].shape)
+        >>> item = ds[0]
+        >>> len(ds), tuple(item["rgb"].shape)
         (3, (2, 3, 16, 16))
     """
     if not isinstance(data, Mapping):

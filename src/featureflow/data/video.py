@@ -97,8 +97,9 @@ def decode_video(path: str | os.PathLike, frames: Sequence[int] | None = None) -
         >>> import tempfile, pathlib, torch
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.mkv"
         >>> write_video(torch.zeros(4, 3, 8, 8), p, codec="ffv1")
-        >>> [a.shape for a in decode_video(p, [3, 1])]
-        [(8, 8, 3), (8, 8, 3)]
+        >>> frames = decode_video(p, [3, 1])
+        >>> len(frames), frames[0].shape
+        (2, (8, 8, 3))
     """
     file = Path(path)
     container = _open(file)
@@ -204,7 +205,11 @@ class VideoClips(SequenceClips):
 
     Args:
         root: a video file, or a folder of them.
-        length, stride, hop, resolution, max_clips: see `featureflow.data.SequenceClips`.
+        length: frames per clip.
+        stride: frames between consecutive frames of a clip (1 = consecutive).
+        hop: frames between the starts of consecutive clips (default ``length * stride``).
+        resolution: resize frames to this side or (H, W) (default: keep their size).
+        max_clips: keep only the first ``max_clips`` clips.
         split: optional sub-folder of ``root`` (e.g. ``"train"``).
 
     Example:
@@ -212,7 +217,8 @@ class VideoClips(SequenceClips):
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> write_video(torch.rand(7, 3, 16, 16), d / "a.mp4")
         >>> ds = VideoClips(d, length=3)
-        >>> len(ds), tuple(ds[1]["rgb"].shape)
+        >>> item = ds[1]
+        >>> len(ds), tuple(item["rgb"].shape)
         (2, (3, 3, 16, 16))
     """
 

@@ -139,9 +139,11 @@ def extract_features(
         fingerprint: a string that identifies what is encoded (e.g. a hash of the encoder
             and data config); shards or an index with another fingerprint are redone.
         num_workers: DataLoader worker processes that read clips (0: read in this process).
-        rank, world_size: override the partition (default: from ``torch.distributed``, or
-            one process), e.g. for independent jobs of an array; no barrier is used then,
-            and the job that finds every shard on disk when it ends writes the index.
+        rank: this process's part of an explicit partition (default: from
+            ``torch.distributed``, or one process), e.g. for independent jobs of an array;
+            no barrier is used then, and the job that finds every shard on disk when it
+            ends writes the index.
+        world_size: the number of parts of an explicit partition (given with ``rank``).
         progress: show a progress bar (on rank 0).
 
     Returns:
