@@ -133,6 +133,10 @@ def _explain(fn: Callable, args: tuple, kwargs: dict, err: Exception, returned: 
         items = []
     if returned is not inspect.Parameter.empty:
         items.append(("return", returned))
+    elif "return" in str(err):  # the result failed: say what it should have been
+        exp = _expected(_annotation_of(hints, "return"))
+        if exp is not None:
+            lines.append(f"  the result: expected {exp}")
     for arg_name, value in items:
         if arg_name == "self":
             continue

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from featureflow.typing import typechecked
+
 __all__ = ["Rollout", "SampleStreams", "randn", "draw_window"]
 
 
@@ -92,6 +94,7 @@ class SampleStreams:
         return torch.stack(rows).to(device, dtype)
 
 
+@typechecked
 def randn(
     shape: tuple[int, ...], generator: torch.Generator | SampleStreams | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
@@ -116,6 +119,7 @@ def _randint(lo: int, hi: int, generator: torch.Generator | None, size: tuple[in
     return torch.randint(lo, hi + 1, size or (1,), generator=generator, device=device).cpu()
 
 
+@typechecked
 def draw_window(
     clip: Tensor,
     *,

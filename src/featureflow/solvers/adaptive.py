@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from featureflow.typing import Float, typechecked
+
 from featureflow.solvers.base import SolveResult, VelocityFn
 
 __all__ = ["TorchDiffEq", "torchdiffeq_methods"]
@@ -61,7 +63,10 @@ class TorchDiffEq:
         self.atol = float(atol)
         self.options = dict(options or {})
 
-    def integrate(self, fn: VelocityFn, x0: Tensor, *, t0: float = 0.0, t1: float = 1.0) -> SolveResult:
+    @typechecked
+    def integrate(
+        self, fn: VelocityFn, x0: Float[Tensor, "..."], *, t0: float | int = 0.0, t1: float | int = 1.0
+    ) -> SolveResult:
         """Integrate ``dx/dt = fn(t, x)`` from ``t0`` to ``t1``; returns ``SolveResult(x, nfe)``."""
         from torchdiffeq import odeint
 

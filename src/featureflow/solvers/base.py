@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from featureflow.typing import Float, typechecked
 
 __all__ = ["SolveResult", "ODESolver", "VelocityFn", "time_grid", "DEFAULT_SOLVER", "DEFAULT_STEPS"]
 
@@ -51,16 +54,17 @@ class ODESolver(Protocol):
         ...
 
 
+@typechecked
 def time_grid(
     intervals: int,
     *,
-    shift: float = 1.0,
-    grid: Sequence[float] | Tensor | None = None,
-    t0: float = 0.0,
-    t1: float = 1.0,
+    shift: float | int = 1.0,
+    grid: Sequence[float | int] | Float[Tensor, " n"] | None = None,
+    t0: float | int = 0.0,
+    t1: float | int = 1.0,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-) -> Tensor:
+) -> Float[Tensor, " n"]:
     """The ``intervals + 1`` time points of a fixed-step solve, increasing from ``t0`` to ``t1``.
 
     The grid is built on the unit interval and mapped affinely to ``[t0, t1]``.

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from featureflow.kernels import axpy, heun_combine
 from featureflow.solvers.base import DEFAULT_STEPS, SolveResult, VelocityFn, time_grid
+from featureflow.typing import Float, typechecked
 
 __all__ = ["FixedStepSolver", "Euler", "Heun", "Midpoint", "RK4"]
 
@@ -97,7 +98,10 @@ class FixedStepSolver:
     def _step(self, fn: VelocityFn, t: Tensor, dt: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def integrate(self, fn: VelocityFn, x0: Tensor, *, t0: float = 0.0, t1: float = 1.0) -> SolveResult:
+    @typechecked
+    def integrate(
+        self, fn: VelocityFn, x0: Float[Tensor, "..."], *, t0: float | int = 0.0, t1: float | int = 1.0
+    ) -> SolveResult:
         """Integrate ``dx/dt = fn(t, x)`` from ``t0`` to ``t1``; returns ``SolveResult(x, nfe)``."""
         ts = time_grid(self.intervals, shift=self.shift, grid=self.grid, t0=t0, t1=t1, device=x0.device, dtype=x0.dtype)
         calls = 0

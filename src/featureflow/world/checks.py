@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from featureflow.typing import typechecked
+
 __all__ = [
     "MAX_HORIZON",
     "MAX_SAMPLES",
@@ -130,6 +132,7 @@ def check_forecast_size(batch: int, num_samples: int, horizon: int, frame_numel:
         )
 
 
+@typechecked
 def check_output(component: str, x: Tensor) -> Tensor:
     """Raise ``ValueError`` naming ``component`` if its output ``x`` has NaN or Inf values
     (one ``isfinite().all()`` when it has none).

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from featureflow.metrics import abs_rel, angular_error, miou
+from featureflow.typing import typechecked
 
 __all__ = ["score_decoded", "summarize_scores", "METRICS"]
 
@@ -20,6 +21,7 @@ METRICS: dict[str, tuple[str, bool]] = {
 
 
 @torch.no_grad()
+@typechecked
 def score_decoded(
     predictions: dict[str, Tensor], targets: dict[str, Tensor], *, num_classes: int, background: int | None = 0
 ) -> dict[str, Tensor]:
@@ -69,6 +71,7 @@ def score_decoded(
     return out
 
 
+@typechecked
 def summarize_scores(scores: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
     """Mean over samples ("mean") and best-of-K ("best") per metric, averaged over clips.
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from featureflow.typing import Float, typechecked
 from featureflow.world.checks import check_output
 from featureflow.world.modalities import MODALITIES, modality as _modality
 
@@ -134,6 +136,7 @@ class Forecast:
             self._cache[key] = value
         return value
 
+    @typechecked
     def decode(self, modality: str, steps: int | slice | Sequence[int] | None = None) -> Tensor:
         """Decode every sample of the chosen forecast steps into ``modality`` (layouts in `MODALITIES`).
 
@@ -150,12 +153,14 @@ class Forecast:
             return self._run_probe(modality, "predict", steps)
         return self._kept(f"decode:{modality}", lambda: self._run_probe(modality, "predict"))
 
-    def probabilities(self, steps: int | slice | Sequence[int] | None = None) -> Tensor:
+    @typechecked
+    def probabilities(self, steps: int | slice | Sequence[int] | None = None) -> Float[Tensor, "b s k n H W"]:
         """(b, s, k, classes, H, W) segmentation class probabilities of every sample (``steps`` as in `decode`)."""
         if steps is not None:
             return self._run_probe("segmentation", "probabilities", steps)
         return self._kept("probs:segmentation", lambda: self._run_probe("segmentation", "probabilities"))
 
+    @typechecked
     def uncertainty(self, modality: str) -> dict[str, Tensor]:
         """Per-pixel mean and spread across samples.
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from featureflow import viz
+from featureflow.typing import Float, typechecked
 
 __all__ = ["Modality", "MODALITY_TABLE", "MODALITIES", "colour", "modality"]
 
@@ -115,7 +116,8 @@ def modality(name: str) -> Modality:
     return MODALITY_TABLE[name]
 
 
-def colour(name: str, x: Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+@typechecked
+def colour(name: str, x: Tensor, value_range: tuple[float | int, float | int] = (0.0, 1.0)) -> Float[Tensor, "*batch 3 H W"]:
     """Colour decoded ``name`` output (one frame or a batch) as RGB (..., 3, H, W) in [0, 1].
 
     Example:

@@ -14,7 +14,7 @@ from featureflow.compressors import Compressor
 from featureflow.encoders import Encoder, encode_frames
 from featureflow.forecast import CopyLastForecaster, Forecaster
 from featureflow.solvers import DEFAULT_SOLVER, ODESolver
-from featureflow.typing import ShapeError, check_finite
+from featureflow.typing import Float, FrameFeatures, Frames, Latents, ShapeError, check_finite, typechecked
 from featureflow.world.checks import (
     MAX_HORIZON,
     MAX_SAMPLES,
@@ -37,7 +37,8 @@ __all__ = ["WorldModel", "prepare_frames", "COPY_LAST"]
 COPY_LAST = "copy-last"
 
 
-def prepare_frames(frames: Tensor) -> Tensor:
+@typechecked
+def prepare_frames(frames: Tensor) -> Frames:
     """Validate a clip batch and return it as float in [0, 1], shape (b, t, 3, H, W).
 
     uint8 frames are divided by 255; a single clip (t, 3, H, W) is given a batch axis.
@@ -153,7 +154,8 @@ class WorldModel(nn.Module):
         return trained_size(self.metadata)
 
     @torch.no_grad()
-    def encode(self, frames: Tensor, *, progress: bool = False, resize: str = "warn") -> Tensor:
+    @typechecked
+    def encode(self, frames: Tensor, *, progress: bool = False, resize: str = "warn") -> Latents:
         """Frames (b, t, 3, H, W) float in [0, 1] or uint8 → latents (b, t, h, w, C).
 
         ``resize``: what to do with frames of another size than :attr:`trained_size`
@@ -312,15 +314,17 @@ class WorldModel(nn.Module):
         return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=size, model=self)
 
     @torch.no_grad()
-    def decode_features(self, features: Tensor, modality: str, size: tuple[int, int]) -> Tensor:
+    @typechecked
+    def decode_features(self, features: FrameFeatures, modality: str, size: tuple[int, int]) -> Tensor:
         """Decode features (b, h, w, D) with the probe for ``modality`` at image ``size``."""
         if modality not in self.probes:
             raise ValueError(f"no probe head for {modality!r}; this model has {sorted(self.probes)}")
         return self.probes[modality].predict(features, size=size)
 
     @torch.no_grad()
-    def decode_latents(self, latents: Tensor, modality: str, size: tuple[int, int] | None = None,
-                       chunk: int = 256) -> Tensor:
+    @typechecked
+    def decode_latents(self, latents: Float[Tensor, "*batch h w C"], modality: str,
+                       size: tuple[int, int] | None = None, chunk: int = 256) -> Tensor:
         """Decode latents (*batch, h, w, C) to ``modality`` (*batch, ...) at image ``size``
         (default: the patch grid times the encoder's patch size), in chunks of ``chunk`` frames.
 

@@ -12,22 +12,26 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from featureflow import viz
+from featureflow.typing import Float, UInt8, typechecked
 from featureflow.world.forecast_result import Forecast
 from featureflow.world.modalities import MODALITY_TABLE, colour
+from featureflow.world.model import WorldModel
 
 __all__ = ["forecast_panels", "panel_rows", "context_labels", "forecast_picture", "comparison_picture",
            "decoded_context", "write_forecast_pictures"]
 
+#: A (low, high) value range of a colour map (the depth range).
+ValueRange = tuple[float | int, float | int]
 
-def forecast_panels(fc: Any, context: dict[str, Tensor], truth: dict[str, Tensor] | None, step: int,
-                    depth_range: tuple[float, float], shown: int = 4,
-                    spread_max: dict[str, float] | None = None) -> list[list[Tensor]]:
+
+@typechecked
+def forecast_panels(fc: Forecast, context: dict[str, Tensor], truth: dict[str, Tensor] | None, step: int,
+                    depth_range: ValueRange, shown: int = 4,
+                    spread_max: dict[str, float | int] | None = None) -> list[list[Tensor]]:
     """Rows of images, one per modality the model decodes (rgb, segmentation, depth,
     normals): context frames | truth | samples | sample mean | uncertainty, at forecast
     step ``step``.
@@ -56,7 +60,7 @@ def forecast_panels(fc: Any, context: dict[str, Tensor], truth: dict[str, Tensor
     return rows
 
 
-def panel_rows(fc: Any) -> list[str]:
+def panel_rows(fc: Forecast) -> list[str]:
     """The modalities a forecast picture has rows for, in order."""
     return [m for m in MODALITY_TABLE if m in fc.model.probes]
 
@@ -71,9 +75,10 @@ def context_labels(n: int) -> list[str]:
     return [f"t-{n - 1 - i}" if i < n - 1 else "t" for i in range(n)]
 
 
-def forecast_picture(fc: Any, context: dict[str, Tensor], truth: dict[str, Tensor] | None, step: int,
-                     depth_range: tuple[float, float], *, title: str, shown: int = 4,
-                     spread_max: dict[str, float] | None = None, scale: int = 2) -> Tensor:
+@typechecked
+def forecast_picture(fc: Forecast, context: dict[str, Tensor], truth: dict[str, Tensor] | None, step: int,
+                     depth_range: ValueRange, *, title: str, shown: int = 4,
+                     spread_max: dict[str, float | int] | None = None, scale: int = 2) -> Tensor:
     """`forecast_panels` as one labelled image (3, H, W): modality names on the rows; the
     context frames (``t-1``, ``t``), ``truth``, ``sample i``, ``mean`` and ``uncertainty``
     on the columns, grouped under "context" and "forecast t+k"; ``title`` on top."""
@@ -87,9 +92,10 @@ def forecast_picture(fc: Any, context: dict[str, Tensor], truth: dict[str, Tenso
     return viz.make_labeled_grid(rows, panel_rows(fc), cols, col_groups=groups, title=title, scale=scale)
 
 
-def comparison_picture(forecasts: dict[int, Any], context: dict[str, Tensor], truth: dict[str, Tensor], step: int,
-                       depth_range: tuple[float, float], *, title: str, shown: int = 2,
-                       spread_max: dict[str, float] | None = None, scale: int = 2) -> Tensor:
+@typechecked
+def comparison_picture(forecasts: dict[int, Forecast], context: dict[str, Tensor], truth: dict[str, Tensor], step: int,
+                       depth_range: ValueRange, *, title: str, shown: int = 2,
+                       spread_max: dict[str, float | int] | None = None, scale: int = 2) -> Tensor:
     """Forecasts of one clip from different numbers of context frames side by side.
 
     Columns: the last context frame and the truth, then for each ``|C|`` in
@@ -111,7 +117,8 @@ def comparison_picture(forecasts: dict[int, Any], context: dict[str, Tensor], tr
     return viz.make_labeled_grid(rows, panel_rows(any_fc), cols, col_groups=groups, title=title, scale=scale)
 
 
-def decoded_context(wm: Any, frames: Tensor) -> dict[str, Tensor]:
+@typechecked
+def decoded_context(wm: WorldModel, frames: Float[Tensor, "t 3 H W"] | UInt8[Tensor, "t 3 H W"]) -> dict[str, Tensor]:
     """What a forecast picture shows for context frames (t, 3, H, W) without ground truth:
     the frames themselves for ``rgb``, the probes' reading of them for the other modalities."""
     lat = wm.encode(frames[None])  # (1, t, h, w, C)
@@ -119,7 +126,8 @@ def decoded_context(wm: Any, frames: Tensor) -> dict[str, Tensor]:
     return {m: (frames.float() if m == "rgb" else fc.decode(m)[0, 0]) for m in panel_rows(fc)}
 
 
-def write_forecast_pictures(fc: Any, frames: Tensor, out_dir: Path, *, shown: int = 4) -> list[str]:
+@typechecked
+def write_forecast_pictures(fc: Forecast, frames: Float[Tensor, "t 3 H W"] | UInt8[Tensor, "t 3 H W"], out_dir: Path, *, shown: int = 4) -> list[str]:
     """The labelled pictures of ``featureflow forecast`` (frames: the context, (t, 3, H, W)).
 
     ``forecast.png`` (last step) and ``forecast.gif`` (every step): rows rgb,
