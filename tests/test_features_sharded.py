@@ -98,6 +98,9 @@ def test_explicit_partition_and_bad_input(tmp_path):
     extract_features(_counting_encoder([]), clips, tmp_path / "p", shard_size=2, rank=0, world_size=2, progress=False)
     one = extract_features(_counting_encoder([]), clips, tmp_path / "one", shard_size=2, progress=False)
     assert _files(tmp_path / "p") == _files(one)
+    workers = extract_features(_counting_encoder([]), clips, tmp_path / "w", shard_size=2, num_workers=1,
+                               progress=False)  # clips read in a DataLoader worker process
+    assert _files(workers) == _files(one)
     with pytest.raises(ValueError, match="rank must be in"):
         extract_features(_counting_encoder([]), clips, tmp_path / "x", rank=2, world_size=2)
     with pytest.raises(ValueError, match="pass both rank and world_size"):

@@ -25,6 +25,7 @@ from torch import Tensor
 from featureflow.data.clips import SequenceClips, clip_starts
 from featureflow.data.frames import _stack, read_image
 from featureflow.data.kubric import read_png
+from featureflow.typing import Int, typechecked
 
 __all__ = ["CityscapesClips", "CITYSCAPES_CLASSES", "IGNORE_INDEX", "label_ids_to_train_ids"]
 
@@ -45,7 +46,8 @@ for _id, _train in _TRAIN_ID.items():
 _FRAME = re.compile(r"(?P<city>.+)_(?P<seq>\d+)_(?P<frame>\d+)_leftImg8bit\.png")
 
 
-def label_ids_to_train_ids(label_ids: np.ndarray | Tensor) -> Tensor:
+@typechecked
+def label_ids_to_train_ids(label_ids: np.ndarray | Tensor) -> Int[Tensor, "..."]:
     """Map Cityscapes label ids (``*_gtFine_labelIds.png``) to train ids 0..18, others to 255.
 
     Example:

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from featureflow.typing import Float, Shaped, typechecked
+
 __all__ = ["SequenceClips", "clip_starts", "resize_frames", "resize_labels", "parse_resolution"]
 
 
@@ -64,7 +66,8 @@ def clip_starts(num_frames: int, length: int, stride: int = 1, hop: int | None =
     return list(range(0, num_frames - span + 1, hop))
 
 
-def resize_frames(frames: Tensor, size: tuple[int, int] | None) -> Tensor:
+@typechecked
+def resize_frames(frames: Float[Tensor, "t C H W"], size: tuple[int, int] | None) -> Float[Tensor, "t C _ _"]:
     """Resize (t, C, H, W) float frames to ``size`` (bilinear, antialiased), clamped to [0, 1].
 
     Example:
@@ -77,7 +80,8 @@ def resize_frames(frames: Tensor, size: tuple[int, int] | None) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-def resize_labels(labels: Tensor, size: tuple[int, int] | None) -> Tensor:
+@typechecked
+def resize_labels(labels: Shaped[Tensor, "t H W"], size: tuple[int, int] | None) -> Shaped[Tensor, "t _ _"]:
     """Resize (t, H, W) integer label maps to ``size`` by nearest neighbour (ids never mix).
 
     Example:
