@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from featureflow.compressors.base import StandardizedCompressor
 from featureflow.typing import Tensor
-from featureflow.utils import register_component
+from featureflow.utils import record_config, register_component
 
 __all__ = ["Identity"]
 
@@ -32,9 +32,9 @@ class Identity(StandardizedCompressor):
         True
     """
 
+    @record_config(feature_dim=int)
     def __init__(self, feature_dim: int) -> None:
         super().__init__(feature_dim, feature_dim)
-        self.config = {"feature_dim": int(feature_dim)}
 
     def _core_encode(self, x: Tensor) -> Tensor:
         return x

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from featureflow.typing import Float, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, record_config, register_component
 
 __all__ = ["PixelPatchEncoder", "unpatchify"]
 
@@ -51,13 +49,13 @@ class PixelPatchEncoder(nn.Module, Configurable):
 
     resize = "error"
 
+    @record_config
     def __init__(self, patch_size: int = 4) -> None:
         super().__init__()
         if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
         self.patch_size = patch_size
         self.feature_dim = 3 * patch_size**2
-        self.config: dict[str, Any] = {"patch_size": patch_size}
 
     @typechecked
     def forward(self, images: Float[Tensor, "b 3 H W"]) -> Float[Tensor, "b h w D"]:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from featureflow.encoders.base import grid_size, prepare_images
 from featureflow.typing import FrameFeatures, Images, ImagesU8, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, int_list, record_config, register_component
 
 __all__ = ["ToyEncoder"]
 
@@ -71,6 +71,7 @@ class ToyEncoder(nn.Module, Configurable):
         torch.Size([3, 2, 2, 32])
     """
 
+    @record_config(blocks=int_list)
     def __init__(
         self,
         image_size: int = 64,
@@ -91,16 +92,6 @@ class ToyEncoder(nn.Module, Configurable):
         if not blocks or any(not -depth <= i < depth for i in blocks):
             raise ValueError(f"blocks must be a non-empty list of indices in [-{depth}, {depth}); got {blocks}")
         grid_size(patch_size, patch_size, patch_size, resize)  # validates the policy
-        self.config = {
-            "image_size": image_size,
-            "patch_size": patch_size,
-            "width": width,
-            "depth": depth,
-            "heads": heads,
-            "blocks": blocks,
-            "mlp_ratio": mlp_ratio,
-            "resize": resize,
-        }
         self.patch_size = patch_size
         self.resize = resize
         self.blocks = [i % depth for i in blocks]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from featureflow.forecast.rollout import Rollout
 from featureflow.typing import Float, Latents, check_finite, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, record_config, register_component
 
 __all__ = ["CopyLastForecaster", "refuse_sampling_options"]
 
@@ -62,12 +62,12 @@ class CopyLastForecaster(nn.Module, Configurable):
         (True, (0, 0, 0))
     """
 
+    @record_config
     def __init__(self, max_context: int = 1) -> None:
         super().__init__()
         if not isinstance(max_context, int) or isinstance(max_context, bool) or max_context < 1:
             raise ValueError(f"max_context must be a positive int, got {max_context!r}")
         self.max_context = max_context
-        self.config: dict[str, Any] = {"max_context": max_context}
 
     @torch.no_grad()
     @typechecked

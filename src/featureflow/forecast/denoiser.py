@@ -27,7 +27,7 @@ from featureflow.forecast.fast_sampling import FastSampling
 from featureflow.forecast.kv_cache import DenoiserState
 from featureflow.forecast.vfmf_trunk import released_config
 from featureflow.typing import Float, ShapeError, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, int_list, record_config, register_component
 
 __all__ = ["Denoiser", "DenoiserState", "ARCHS", "register_arch"]
 
@@ -100,6 +100,7 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
     #: The architecture name recorded in the config.
     arch: str = ""
 
+    @record_config(attrs=("arch",), mlp_ratio=float, grid=int_list, dropout=float, rope_base=float)
     def __init__(
         self,
         latent_dim: int = 16,
@@ -123,12 +124,6 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
             raise ValueError(f"max_context must be a positive int, got {max_context!r}")
         self.latent_dim, self.max_context = latent_dim, max_context
         self.grid: tuple[int, int] | None = (int(grid[0]), int(grid[1])) if grid is not None else None
-        self.config: dict[str, Any] = {
-            "arch": self.arch, "latent_dim": latent_dim, "width": width, "depth": depth, "heads": heads,
-            "mlp_ratio": float(mlp_ratio), "mlp_dim": mlp_dim, "max_context": max_context,
-            "grid": list(self.grid) if self.grid is not None else None, "dropout": float(dropout),
-            "cond_dim": cond_dim, "rope_base": float(rope_base), "frequency_dim": frequency_dim,
-        }  # fmt: skip
         #: MLP hidden size.
         self.hidden = int(mlp_dim) if mlp_dim is not None else int(round(mlp_ratio * width))
 

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize
 from featureflow.typing import Float, FrameFeatures, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, record_config, register_component
 
 __all__ = ["ConvDecoderHead"]
 
@@ -52,6 +52,7 @@ class ConvDecoderHead(nn.Module, Configurable):
         torch.Size([1, 3, 16, 16])
     """
 
+    @record_config(feature_dim=int, out_channels=int, hidden_dim=int, num_upsamples=int)
     def __init__(
         self,
         feature_dim: int,
@@ -67,13 +68,7 @@ class ConvDecoderHead(nn.Module, Configurable):
                 f"feature_dim={feature_dim}, out_channels={out_channels}, hidden_dim={hidden_dim}, "
                 f"num_upsamples={num_upsamples}"
             )
-        self.config = {
-            "feature_dim": int(feature_dim),
-            "out_channels": int(out_channels),
-            "hidden_dim": int(hidden_dim),
-            "num_upsamples": int(num_upsamples),
-            "resize_mode": check_resize_mode(resize_mode),
-        }
+        check_resize_mode(resize_mode)
         self.feature_dim = int(feature_dim)
         self.out_channels = int(out_channels)
         self.upsample_factor = 2 ** int(num_upsamples)

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize
 from featureflow.typing import Float, FrameFeatures, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, record_config, register_component
 
 __all__ = ["LinearHead"]
 
@@ -38,6 +38,7 @@ class LinearHead(nn.Module, Configurable):
     #: Native output resolution = patch grid × this factor.
     upsample_factor = 1
 
+    @record_config(feature_dim=int, out_channels=int, batch_norm=bool)
     def __init__(
         self, feature_dim: int, out_channels: int, batch_norm: bool = True, resize_mode: str = "bilinear"
     ) -> None:
@@ -46,12 +47,7 @@ class LinearHead(nn.Module, Configurable):
             raise ValueError(
                 f"LinearHead needs positive sizes, got feature_dim={feature_dim}, out_channels={out_channels}"
             )
-        self.config = {
-            "feature_dim": int(feature_dim),
-            "out_channels": int(out_channels),
-            "batch_norm": bool(batch_norm),
-            "resize_mode": check_resize_mode(resize_mode),
-        }
+        check_resize_mode(resize_mode)
         self.feature_dim = int(feature_dim)
         self.out_channels = int(out_channels)
         self.resize_mode = resize_mode

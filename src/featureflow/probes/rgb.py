@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from featureflow.probes._common import ImageSize
 from featureflow.probes.task import TaskHead
 from featureflow.typing import Float, FrameFeatures, typechecked
-from featureflow.utils import Configurable, register_component
+from featureflow.utils import Configurable, record_config, register_component
 
 __all__ = ["RGBHead", "PixelPatchRGBHead"]
 
@@ -84,12 +84,12 @@ class PixelPatchRGBHead(nn.Module, Configurable):
 
     task = "rgb"
 
+    @record_config
     def __init__(self, patch_size: int) -> None:
         super().__init__()
         if not isinstance(patch_size, int) or isinstance(patch_size, bool) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
         self.patch_size = patch_size
-        self.config: dict[str, Any] = {"patch_size": patch_size}
 
     @typechecked
     def predict(self, features: FrameFeatures, size: ImageSize = None) -> Float[Tensor, "b 3 H W"]:

@@ -1,7 +1,14 @@
 """Small shared utilities: atomic I/O, component configs, progress bars, JSONL logs, threads."""
 
 from featureflow.utils.component_io import load_component, save_component
-from featureflow.utils.config import COMPONENTS, Configurable, build_component, register_component
+from featureflow.utils.config import (
+    COMPONENTS,
+    Configurable,
+    build_component,
+    int_list,
+    record_config,
+    register_component,
+)
 from featureflow.utils.io import atomic_write, load_safetensors, save_json, save_safetensors
 from featureflow.utils.logging import JSONLLogger
 from featureflow.utils.progress import progress_bar
@@ -12,6 +19,8 @@ __all__ = [
     "Configurable",
     "register_component",
     "build_component",
+    "record_config",
+    "int_list",
     "save_component",
     "load_component",
     "atomic_write",

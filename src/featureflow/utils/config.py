@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from typing import Any, Callable, TypeVar
 
-__all__ = ["COMPONENTS", "Configurable", "register_component", "build_component"]
+__all__ = ["COMPONENTS", "Configurable", "register_component", "build_component", "record_config", "int_list"]
 
 #: name -> class, for every component that can be saved into a WorldModel directory.
 COMPONENTS: dict[str, type] = {}
 
 T = TypeVar("T", bound=type)
+Init = TypeVar("Init", bound=Callable[..., None])
 
 
 def register_component(cls: T) -> T:
@@ -64,3 +67,65 @@ def build_component(spec: dict[str, Any]) -> Any:
         )
     cls: Callable[..., Any] = COMPONENTS[name]
     return cls.from_config(spec.get("config", {}))  # type: ignore[attr-defined]
+
+
+def int_list(value: Any) -> list[int] | None:
+    """A JSON form of an optional sequence of ints (``None`` stays ``None``).
+
+    Example:
+        >>> int_list((2, 3)), int_list(None)
+        ([2, 3], None)
+    """
+    return None if value is None else [int(v) for v in value]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def record_config(init: Init | None = None, *, attrs: tuple[str, ...] = (), **convert: Callable[[Any], Any]) -> Any:
+    """Decorator of a component's ``__init__``: record its arguments in ``self.config`` once.
+
+    Before the body runs, every argument of the call (defaults filled in, ``self`` left
+    out) is stored in ``self.config`` (tuples as lists), so the body and subclasses can
+    read it and add keys that are only recorded when switched on. ``convert`` maps an
+    argument name to a function that gives its recorded form (e.g. ``float`` so that
+    ``4`` and ``4.0`` save alike); ``attrs`` names class attributes recorded too (e.g.
+    the architecture a factory dispatched on). ``**kwargs`` arguments are recorded flat.
+
+    Example:
+        >>> class Head(Configurable):
+        ...     @record_config(scale=float)
+        ...     def __init__(self, dim: int, scale: float = 1, sizes: tuple[int, ...] = (1, 2)):
+        ...         self.dim = dim
+        >>> Head(3).config
+        {'dim': 3, 'scale': 1.0, 'sizes': [1, 2]}
+        >>> Head.from_config(Head(3, 2).config).config == Head(3, 2).config
+        True
+    """
+
+    def wrap(fn: Init) -> Init:
+        signature = inspect.signature(fn)
+        unknown = sorted(set(convert) - set(signature.parameters))
+        if unknown:
+            raise TypeError(f"record_config: {fn.__qualname__} has no argument(s) {unknown} to convert")
+
+        @functools.wraps(fn)
+        def recorded(self: Any, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            config: dict[str, Any] = {name: getattr(self, name) for name in attrs}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update({k: _jsonable(v) for k, v in value.items()})
+                elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                    config[name] = convert[name](value) if name in convert else _jsonable(value)
+            self.config = config
+            fn(self, *args, **kwargs)
+
+        return recorded  # type: ignore[return-value]
+
+    return wrap(init) if init is not None else wrap
