@@ -120,3 +120,24 @@ def test_no_import_cycle_between_subpackages():
         for c in found
     )
     assert not found, f"import cycles between subpackages: {detail}"
+
+
+#: The layers of docs/architecture.md: a room imports only from lower layers.
+LAYERS = {
+    "typing": 1, "version": 1,
+    "utils": 2, "kernels": 2, "metrics": 2,
+    "solvers": 3, "encoders": 3, "compressors": 3, "data": 3,
+    "forecast": 4, "probes": 4, "viz": 4,
+    "world": 5,
+    "training": 6, "compat": 6, "rl": 6, "demo": 6, "demo_forecast": 6, "cli": 6,
+}
+
+
+def test_rooms_import_only_from_lower_layers():
+    graph = import_graph()
+    unplaced = sorted(set(graph) - set(LAYERS))
+    assert not unplaced, f"rooms missing from LAYERS (and docs/architecture.md): {unplaced}"
+    upward = [f"{a} (layer {LAYERS[a]}) imports {b} (layer {LAYERS[b]}) in {files[0]}"
+              for a, targets in graph.items() for b, files in targets.items()
+              if b in LAYERS and LAYERS[b] >= LAYERS[a] and not {a, b} <= {"demo", "demo_forecast", "cli"}]
+    assert not upward, "imports against the layering of docs/architecture.md: " + "; ".join(upward)

@@ -89,7 +89,9 @@ class CopyLastForecaster(nn.Module, Configurable):
             context: (b, t, h, w, C) context latents (t >= 1).
             horizon: forecast steps k >= 1.
             num_samples: samples s >= 1 (all equal).
-            solver, steps, guidance: refused unless left at their defaults (nothing is solved).
+            solver: refused unless None (nothing is solved).
+            steps: refused unless None.
+            guidance: refused unless 1.0.
             generator: accepted and unused (nothing is drawn).
             progress: accepted and unused (nothing takes long).
             actions: refused: nothing moves, whatever the action.

@@ -30,7 +30,7 @@ class CausalDenoiser(Denoiser):
     Example:
         >>> import torch
         >>> den = CausalDenoiser(latent_dim=4, width=32, depth=1, heads=2, max_context=2)
-        >>> den.describe()["config"]["arch"], den.teacher_forcing
+        >>> den.describe()["config"].get("arch"), den.teacher_forcing
         ('causal', True)
         >>> s = den.prefill(torch.randn(1, 2, 3, 3, 4))
         >>> den.step(s, torch.randn(1, 3, 3, 4), torch.tensor(0.5)).shape

@@ -60,10 +60,11 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
 
     ``Denoiser(arch=...)`` returns a `CausalDenoiser` (``"causal"``, default for new
     models) or a `VFMFDenoiser` (``"vfmf"``, the released trunk); both are ``Denoiser``
-    instances and save as ``{"type": "Denoiser", "config": {"arch": ..., ...}}``.
+    instances and save as ``{"type": "Denoiser", "config": {"arch": ..., ...}}``. The
+    architecture is the first argument of the factory (``arch``, default ``"causal"``);
+    the other arguments go to the class it picks.
 
     Args:
-        arch: ``"causal"`` (default for new models) or ``"vfmf"`` (the released trunk).
         latent_dim: latent channels C.
         width: hidden size. ``vfmf``: divisible by 3; ``causal``: ``width / heads``
             divisible by 4.
