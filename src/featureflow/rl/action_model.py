@@ -10,8 +10,6 @@ whose forecaster's denoiser was built with ``cond_dim`` = action size (see
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -19,6 +17,7 @@ from featureflow.compressors import Identity
 from featureflow.encoders import PixelPatchEncoder
 from featureflow.forecast import Denoiser, FlowForecaster
 from featureflow.probes import PixelPatchRGBHead
+from featureflow.solvers import DEFAULT_SOLVER, ODESolver
 from featureflow.world import WorldModel
 
 __all__ = ["LatentPlanningModel", "pixel_world_model"]
@@ -80,7 +79,8 @@ class LatentPlanningModel:
         torch.Size([5, 2, 3, 3, 8, 8])
     """
 
-    def __init__(self, model: WorldModel, decode: tuple[str, ...] | list[str] = ("rgb",), solver: Any = "euler",
+    def __init__(self, model: WorldModel, decode: tuple[str, ...] | list[str] = ("rgb",),
+                 solver: str | ODESolver = DEFAULT_SOLVER,
                  steps: int | None = 2, generator: torch.Generator | None = None) -> None:
         if getattr(model, "action_dim", None) is None:
             raise ValueError("LatentPlanningModel needs an action-conditioned world model (its forecaster's denoiser has cond_dim)")

@@ -10,6 +10,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from featureflow.solvers import DEFAULT_SOLVER
+
 __all__ = ["ImaginedEnv"]
 
 #: ``reward_fn(latent (h, w, C), rgb (3, H, W) | None, action (A,)) -> float``.
@@ -60,7 +62,7 @@ class ImaginedEnv(gym.Env):
         max_steps: int = 50,
         terminate_fn: Callable[[Tensor, "Tensor | None"], bool] | None = None,
         latent_bound: float = 10.0,
-        solver: str = "euler",
+        solver: str = DEFAULT_SOLVER,
         steps: int = 2,
         render_mode: str | None = None,
     ) -> None:
