@@ -150,11 +150,7 @@ class CausalDenoiser(Denoiser):
             >>> den.step(s, torch.randn(2, 3, 3, 4), torch.tensor(0.5)).shape
             torch.Size([2, 3, 3, 4])
         """
-        b = x_t.shape[0]
-        self._check("x_t", x_t)
-        self._check_cond(cond, b)
-        self._check_state(state, x_t)
-        t = self._times(t, b)
+        t = self._check_step(state, x_t, t, cond)
         if state.num_frames == 0:
             return self.velocity(None, x_t, t, cond)
         dt = self.weight_dtype
@@ -181,10 +177,7 @@ class CausalDenoiser(Denoiser):
             >>> den.append(s, torch.randn(1, 3, 3, 4)).num_frames
             2
         """
-        self._check("frame", frame)
-        self._check_state(state, frame)
-        frames = frame[:, None] if state.frames is None else torch.cat([state.frames, frame[:, None]], dim=1)
-        frames = frames[:, -self.max_context :]
+        frames = self._slide(state, frame)
         new_keys, new_values = self.trunk.encode_frames(frame[:, None].to(self.weight_dtype))
         keep = self.max_context - 1
 

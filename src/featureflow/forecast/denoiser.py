@@ -175,6 +175,21 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
     def _times(t: Tensor, b: int) -> Tensor:
         return t.expand(b) if t.ndim == 0 else t
 
+    def _check_step(self, state: DenoiserState, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+        """Validate the arguments of :meth:`step`; returns the flow times as (b,)."""
+        self._check("x_t", x_t)
+        self._check_cond(cond, x_t.shape[0])
+        self._check_state(state, x_t)
+        return self._times(t, x_t.shape[0])
+
+    def _slide(self, state: DenoiserState, frame: Tensor) -> Tensor:
+        """Validate the arguments of :meth:`append`; returns the window's frames with
+        ``frame`` added, the oldest dropped past ``max_context``."""
+        self._check("frame", frame)
+        self._check_state(state, frame)
+        frames = frame[:, None] if state.frames is None else torch.cat([state.frames, frame[:, None]], dim=1)
+        return frames[:, -self.max_context :]
+
     # ------------------------------------------------------------- uncached
     @typechecked
     def velocity(

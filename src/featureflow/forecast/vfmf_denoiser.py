@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from featureflow.forecast.denoiser import Denoiser, register_arch
@@ -90,11 +89,7 @@ class VFMFDenoiser(Denoiser):
             >>> den.step(s, torch.randn(2, 3, 3, 4), torch.tensor(0.5)).shape
             torch.Size([2, 3, 3, 4])
         """
-        b = x_t.shape[0]
-        self._check("x_t", x_t)
-        self._check_cond(cond, b)
-        self._check_state(state, x_t)
-        t = self._times(t, b)
+        t = self._check_step(state, x_t, t, cond)
         return self.velocity(state.frames if state.num_frames else None, x_t, t, cond)
 
     @typechecked
@@ -109,10 +104,7 @@ class VFMFDenoiser(Denoiser):
             >>> den.append(s, torch.randn(1, 3, 3, 4)).num_frames
             2
         """
-        self._check("frame", frame)
-        self._check_state(state, frame)
-        frames = frame[:, None] if state.frames is None else torch.cat([state.frames, frame[:, None]], dim=1)
-        return DenoiserState(frames=frames[:, -self.max_context :])
+        return DenoiserState(frames=self._slide(state, frame))
 
     # ------------------------------------------------------ released weights
     def load_released_state_dict(self, state_dict: dict[str, Tensor]) -> None:

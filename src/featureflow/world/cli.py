@@ -94,9 +94,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--num-samples", "--samples", dest="num_samples", type=int, default=8, metavar="K",
                    help="sampled futures, as WorldModel.forecast(num_samples=); --samples is an alias "
                         "(default: %(default)s)")
-    p.add_argument("--solver", default=None, help="euler | heun | midpoint | rk4 | dopri5 (default: the model's)")
+    p.add_argument("--solver", default=None,
+                   help="euler | heun | midpoint | rk4 | dopri5 (default: the model's sampling recipe, else euler)")
     p.add_argument("--steps", type=int, default=None,
-                   help="network evaluations per forecast frame (default: the model's)")
+                   help="network evaluations per forecast frame (default: the model's sampling recipe, else the "
+                        "solver's default, 8 for the fixed-step solvers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default: %(default)s)")
     p.add_argument("--size", type=int, default=None,
                    help="resize frames to SIZExSIZE first (default: the model's training resolution)")

@@ -90,20 +90,9 @@ def released_rollout(
 ) -> Rollout:
     """`featureflow.world.recipe_rollout` with :class:`ReleasedRecipe` as the default recipe.
 
-    Args:
-        forecaster: a flow forecaster, e.g. `featureflow.forecast.FlowForecaster`.
-        compressor: features ⇄ latents (``encode``, ``decode``), e.g. ``FeatureVAE``.
-        features: (b, t, h, w, D) context features in the encoder's scale.
-        horizon: forecast frames k.
-        num_samples: futures s per clip.
-        recipe: the sampling recipe (default :class:`ReleasedRecipe`).
-        solver: override the recipe's solver (e.g. ``"heun"``).
-        steps: override the recipe's network evaluations per frame.
-        generator: source of all noise (flow noise and posterior samples).
-        progress: progress bar over the horizon.
-
-    Returns:
-        `featureflow.forecast.Rollout` with latents (b, s, k, h, w, C).
+    The arguments are those of `featureflow.world.recipe_rollout` (``features``: context
+    features (b, t, h, w, D); ``solver``/``steps`` override the recipe's); returns a
+    `featureflow.forecast.Rollout` with latents (b, s, k, h, w, C).
 
     Example:
         >>> from featureflow.compressors import FeatureVAE
