@@ -8,7 +8,6 @@ import torch
 from featureflow.demo_forecast import copy_last_forecast
 from featureflow.forecast import CopyLastForecaster, Forecaster
 from featureflow.utils import build_component
-from test_world_model import tiny_model
 
 
 def test_copy_last_repeats_the_last_context_frame():
@@ -40,8 +39,8 @@ def test_copy_last_is_a_saveable_component():
     assert isinstance(fc, CopyLastForecaster) and fc.max_context == 2
 
 
-def test_world_model_has_copy_last_built_in_and_the_old_helper_agrees():
-    wm = tiny_model()
+def test_world_model_has_copy_last_built_in_and_the_old_helper_agrees(make_tiny_world_model):
+    wm = make_tiny_world_model()
     frames = torch.rand(1, 3, 3, 16, 16)
     fc = wm.forecast(frames, 2, 3, baseline="copy-last")
     assert fc.nfe == 0 and fc.latents.shape == (1, 3, 2, 2, 2, 32)

@@ -9,7 +9,6 @@ from featureflow import viz
 from featureflow.world import MODALITIES
 from featureflow.world.evaluate import METRICS
 from featureflow.world.modalities import MODALITY_TABLE, colour, modality
-from test_world_model import tiny_model
 
 
 def test_table_covers_every_modality_and_derives_layouts():
@@ -40,8 +39,8 @@ def test_uncertainty_values():
     torch.testing.assert_close(u["spread"].flatten(), torch.log(torch.tensor([2.0])))
 
 
-def test_forecast_uncertainty_reads_the_table():
-    wm = tiny_model()
+def test_forecast_uncertainty_reads_the_table(make_tiny_world_model):
+    wm = make_tiny_world_model()
     fc = wm.forecast(torch.rand(1, 2, 3, 16, 16), 2, 3, generator=torch.Generator().manual_seed(0))
     for name, entry in MODALITY_TABLE.items():
         outputs = fc.probabilities() if entry.probe_method == "probabilities" else fc.decode(name)

@@ -23,15 +23,6 @@ from featureflow.typing import ShapeError
 from featureflow.utils import build_component, load_safetensors, save_safetensors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription when the machine is busy (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_toy(**kw) -> ToyEncoder:
     cfg = dict(image_size=16, patch_size=4, width=16, depth=3, heads=2, blocks=(0, 1, 2))
     cfg.update(kw)

@@ -17,7 +17,7 @@ from featureflow.typing import ShapeError
 def released():
     from pathlib import Path
 
-    root = Path(__file__).parent / "fixtures" / "vfmf_official"
+    root = Path(__file__).parents[1] / "fixtures" / "vfmf_official"
     weights = load_file(str(root / "denoiser_weights.safetensors"))
     io = load_file(str(root / "denoiser_io.safetensors"))
     manifest = json.loads((root / "manifest.json").read_text())

@@ -29,7 +29,7 @@ from featureflow.forecast import Denoiser  # noqa: E402
 from featureflow.forecast.vfmf_trunk import vfmf_key_map  # noqa: E402
 from featureflow.probes import DPTHead  # noqa: E402
 
-OFFICIAL = Path(__file__).parent / "fixtures" / "vfmf_official"
+OFFICIAL = Path(__file__).parents[1] / "fixtures" / "vfmf_official"
 TOL = 1e-5
 #: The tiny DINOv2s have 4 blocks and 2 heads (the released one: blocks 2, 5, 8, 11 of 12; 12 heads).
 TINY = {"dino_blocks": (0, 1, 2, 3), "dino_heads": 2}

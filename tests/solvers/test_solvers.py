@@ -26,16 +26,6 @@ def g(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.cos(t) * x
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 X0 = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
 
 

@@ -22,15 +22,6 @@ TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermed
             patch_size=4, image_size=16, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription when the machine is busy (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def plain_dir(tmp_path_factory):
     torch.manual_seed(1)

@@ -14,14 +14,6 @@ from featureflow.training.forecaster import train_forecaster
 C = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def toy_latents(n: int, length: int, resolution: int = 16, patch: int = 4) -> torch.Tensor:
     """ToyWorld clips -> (n, T, h, w, C): a fixed random projection of pixel patches, standardised."""
     world = ToyWorld(resolution=resolution)

@@ -9,31 +9,14 @@ import pytest
 import torch
 
 from featureflow.compressors import Identity
-from featureflow.encoders import ToyEncoder
-from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
-from featureflow.probes import ConvDecoderHead, DepthHead, LinearHead, NormalsHead, RGBHead, SegmentationHead
+from featureflow.forecast import Denoiser, FlowForecaster
 from featureflow.typing import ShapeError
 from featureflow.world import WorldModel, prepare_frames
 
 
-def tiny_model() -> WorldModel:
-    torch.manual_seed(0)
-    enc = ToyEncoder(image_size=16, patch_size=8, width=16, depth=2, heads=2, blocks=(0, 1))
-    comp = Identity(32)
-    den = Denoiser(latent_dim=32, width=16, depth=1, heads=2, max_context=2)
-    probes = {
-        "segmentation": SegmentationHead(LinearHead(32, 5), num_classes=5),
-        "depth": DepthHead(LinearHead(32, 1), min_depth=0.5, max_depth=20.0),
-        "normals": NormalsHead(LinearHead(32, 3)),
-        "rgb": RGBHead(ConvDecoderHead(32, 3, hidden_dim=8, num_upsamples=1)),
-    }
-    reg = RegressionForecaster(Denoiser(latent_dim=32, width=16, depth=1, heads=2, max_context=2))
-    return WorldModel(enc, comp, FlowForecaster(den), probes, baselines={"regression": reg})
-
-
 @pytest.fixture(scope="module")
-def model() -> WorldModel:
-    return tiny_model()
+def model(make_tiny_world_model) -> WorldModel:
+    return make_tiny_world_model()
 
 
 def test_forecast_shapes_and_invariants(model):

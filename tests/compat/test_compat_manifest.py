@@ -17,7 +17,7 @@ from featureflow.compat.vfmf import (  # noqa: E402
     hf_to_hub_dinov2_state_dict,
 )
 
-OFFICIAL = Path(__file__).parent / "fixtures" / "vfmf_official"
+OFFICIAL = Path(__file__).parents[1] / "fixtures" / "vfmf_official"
 MANIFEST = json.loads((OFFICIAL / "released_state_dict_shapes.json").read_text())
 
 
