@@ -16,9 +16,9 @@ import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from featureflow.data.clips import resize_frames
 from featureflow.typing import typechecked
 
 __all__ = [
@@ -192,8 +192,7 @@ def fit_frames(frames: Tensor, size: tuple[int, int] | None, policy: str) -> Ten
         warnings.warn(f"{what}: resizing them to {size[1]}x{size[0]} (pass resize='silent' to do this quietly, "
                       "'error' to refuse, or 'none' to encode them as they are)", ResizeWarning, stacklevel=4)
     b, t = frames.shape[:2]
-    flat = F.interpolate(frames.reshape(b * t, *frames.shape[2:]).float(), size=tuple(size), mode="bilinear",
-                         align_corners=False, antialias=True).clamp_(0.0, 1.0)
+    flat = resize_frames(frames.reshape(b * t, *frames.shape[2:]).float(), (int(size[0]), int(size[1])))
     return flat.reshape(b, t, *flat.shape[1:]).to(frames.dtype)
 
 

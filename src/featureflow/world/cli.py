@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from featureflow.world.checks import refuse_action_model
+from featureflow.world.checks import fit_frames, refuse_action_model
 
 __all__ = ["forecast_files", "register", "refuse_action_model"]
 
@@ -63,8 +63,7 @@ def forecast_files(
         why = "--size" if size else "the resolution the model was trained at; --size to choose another"
         print(f"resizing the input frames from {frames.shape[-1]}x{frames.shape[-2]} to {target[1]}x{target[0]} "
               f"({why})")
-        frames = torch.nn.functional.interpolate(frames, size=tuple(target), mode="bilinear",
-                                                 antialias=True, align_corners=False).clamp(0, 1)
+        frames = fit_frames(frames[None], (int(target[0]), int(target[1])), "silent")[0]
     ctx = frames[-wm.max_context :][None]
     g = torch.Generator().manual_seed(seed)
     fc = wm.forecast(ctx, horizon, num_samples, solver=solver, steps=steps, generator=g, progress=progress,
