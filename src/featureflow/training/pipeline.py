@@ -13,7 +13,8 @@ Reproducible: every stage seeds torch with its own seed, derived from the config
 same config gives a bit-identical model (on one thread).
 
 Under ``torchrun`` the stages run once: the forecasters train on every rank
-(DistributedDataParallel); the other stages run on rank 0 while the others wait; then
+(DistributedDataParallel), feature extraction is sharded over the ranks, the other
+stages run on rank 0 while the others wait; then
 every rank loads what rank 0 wrote (the work directory must be on a shared file system
 across nodes). Only rank 0 writes files and logs.
 
@@ -34,7 +35,9 @@ The encoder and compressor are built by component type and trained by the traine
 registered for that type (:mod:`featureflow.training.registry`); an encoder without a
 ``train`` section is used frozen (e.g. ``DINOv2Encoder``). A frame-folder dataset
 works too: ``"data": {"world": "frames", "root": DIR, "clip_length": 8}`` (every
-sub-folder of DIR is one clip); the probe stage then needs targets and is skipped.
+sub-folder of DIR is one clip), and so does any dataset of
+:func:`featureflow.data.dataset_from_config` (``"dataset": "video" | "kubric" | "cityscapes"``);
+the probe stage needs ToyWorld's targets and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -225,11 +228,12 @@ def _stage_features(run: _Run, encoder: nn.Module) -> Any:
     fcfg = run.cfg.get("features", {})
     desc = run.describe("features", fcfg, "encoder")
     todo = run.needs_run("features", desc, lambda: (out / "index.json").is_file(), [out])
-    with ddp.main_first(run.info, "features") as first:
-        if first and todo:
-            extract_features(encoder, clips_of(run.cfg), out, shard_size=int(fcfg.get("shard_size", 64)),
-                             batch_size=int(fcfg.get("batch_size", 8)), progress=run.progress)
-            run.finished("features", desc)
+    if todo:  # every rank encodes its share of the shards; rank 0 writes the index
+        extract_features(encoder, clips_of(run.cfg), out, shard_size=int(fcfg.get("shard_size", 64)),
+                         batch_size=int(fcfg.get("batch_size", 8)), progress=run.progress,
+                         fingerprint=run.prints["features"])
+        run.finished("features", desc)
+        ddp.barrier("feature extraction", long=True)
     return FeatureShards(out)
 
 
