@@ -20,6 +20,7 @@ from featureflow.probes.depth import DepthHead
 from featureflow.probes.dpt import DPTHead, released_dpt_config, strip_prefix
 from featureflow.probes.linear import LinearHead
 from featureflow.probes.normals import NormalsHead
+from featureflow.probes.protocols import Probe, ProbeHead
 from featureflow.probes.rgb import PixelPatchRGBHead, RGBHead
 from featureflow.probes.segmentation import SegmentationHead
 from featureflow.probes.task import TaskHead
@@ -29,6 +30,8 @@ __all__ = [
     "LinearHead",
     "ConvDecoderHead",
     "TaskHead",
+    "Probe",
+    "ProbeHead",
     "SegmentationHead",
     "DepthHead",
     "NormalsHead",

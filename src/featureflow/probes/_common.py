@@ -7,6 +7,7 @@ from typing import Any, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from featureflow.probes.protocols import ProbeHead, missing_members
 from featureflow.typing import ShapeError, check_finite
 from featureflow.utils import build_component
 
@@ -73,12 +74,12 @@ def as_module(head: Any, owner: str) -> nn.Module:
         head = build_component(head)
     if not isinstance(head, nn.Module):
         raise TypeError(f"{owner} expects a probe head nn.Module (or its component spec), got {type(head).__name__}")
-    for attr in ("feature_dim", "out_channels", "describe"):
-        if not hasattr(head, attr):
-            raise TypeError(
-                f"{owner} expects a featureflow probe head with `feature_dim`, `out_channels` and "
-                f"`describe()` (DPTHead, LinearHead, ConvDecoderHead, ...); {type(head).__name__} has no `{attr}`"
-            )
+    missing = missing_members(head, ProbeHead)
+    if missing:
+        raise TypeError(
+            f"{owner} expects a featureflow probe head with `feature_dim`, `out_channels` and "
+            f"`describe()` (DPTHead, LinearHead, ConvDecoderHead, ...); {type(head).__name__} has no `{missing[0]}`"
+        )
     return head
 
 

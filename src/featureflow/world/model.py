@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from featureflow.compressors import Compressor
 from featureflow.encoders import Encoder, encode_frames
 from featureflow.forecast import CopyLastForecaster, Forecaster
+from featureflow.probes import Probe
 from featureflow.solvers import DEFAULT_SOLVER, ODESolver
 from featureflow.typing import Float, FrameFeatures, Frames, Latents, ShapeError, check_finite, typechecked
 from featureflow.world.checks import (
@@ -100,8 +101,8 @@ class WorldModel(nn.Module):
         encoder: Encoder,
         compressor: Compressor,
         forecaster: Forecaster,
-        probes: Mapping[str, nn.Module] | None = None,
-        baselines: Mapping[str, nn.Module] | None = None,
+        probes: Mapping[str, Probe] | None = None,
+        baselines: Mapping[str, Forecaster] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
