@@ -262,12 +262,14 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         raise NotImplementedError
 
     # ------------------------------------------------------ released weights
+    @typechecked
     def load_released_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         """Load a released VFMF ``MaskTransformer`` state dict (``arch="vfmf"`` only; see
         `VFMFDenoiser.load_released_state_dict`)."""
         raise ValueError(f"released VFMF weights load only into arch='vfmf', not arch={self.arch!r}")
 
     @classmethod
+    @typechecked
     def from_released_state_dict(cls, state_dict: dict[str, Tensor], dropout: float = 0.0) -> Denoiser:
         """Build an ``arch="vfmf"`` denoiser sized from a released state dict and load it.
 

@@ -107,6 +107,7 @@ class VFMFDenoiser(Denoiser):
         return DenoiserState(frames=self._slide(state, frame))
 
     # ------------------------------------------------------ released weights
+    @typechecked
     def load_released_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         """Load a released VFMF ``MaskTransformer`` state dict.
 

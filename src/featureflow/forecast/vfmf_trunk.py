@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from featureflow.forecast.layers import MLP, Attention, TimeEmbedding
 from featureflow.kernels import adaln_modulate
+from featureflow.typing import typechecked
 
 __all__ = ["VFMFTrunk", "vfmf_key_map", "convert_released_state_dict", "released_config"]
 
@@ -198,6 +199,7 @@ def _released_depth(keys: list[str]) -> int:
     return len(layers)
 
 
+@typechecked
 def convert_released_state_dict(state_dict: dict[str, Tensor], prefix: str = "trunk.") -> dict[str, Tensor]:
     """Rename a released ``MaskTransformer`` state dict to featureflow names.
 
@@ -228,6 +230,7 @@ def convert_released_state_dict(state_dict: dict[str, Tensor], prefix: str = "tr
     return {prefix + mapping[k]: v for k, v in state_dict.items()}
 
 
+@typechecked
 def released_config(state_dict: dict[str, Tensor]) -> dict[str, object]:
     """Infer the :class:`Denoiser` constructor arguments from a released state dict.
 
