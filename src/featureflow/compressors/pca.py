@@ -11,7 +11,7 @@ from featureflow.compressors.base import StandardizedCompressor
 from featureflow.compressors.fit import as_feature_tensor
 from featureflow.compressors.standardize import ChannelStandardizer
 from featureflow.typing import Float, Tensor, check_finite, typechecked
-from featureflow.utils import progress_bar, register_component
+from featureflow.utils import progress_bar, record_config, register_component
 
 __all__ = ["PCA"]
 
@@ -55,6 +55,7 @@ class PCA(StandardizedCompressor):
     explained_variance: Tensor
     explained_variance_ratio: Tensor
 
+    @record_config(whiten=bool)
     def __init__(self, n_components: int, whiten: bool = False, feature_dim: int | None = None) -> None:
         if not isinstance(n_components, int) or n_components < 1:
             raise ValueError(f"PCA: n_components must be a positive int, got {n_components!r}")
@@ -64,7 +65,6 @@ class PCA(StandardizedCompressor):
         self.n_components = n_components
         self.whiten = bool(whiten)
         self._materialized = feature_dim is not None
-        self.config: dict[str, Any] = {"n_components": n_components, "whiten": self.whiten, "feature_dim": feature_dim}
         self._allocate(self.feature_dim)
         self._reset_accumulators()
         self._fitted = False

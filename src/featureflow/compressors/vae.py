@@ -13,7 +13,7 @@ from featureflow.compressors.base import StandardizedCompressor
 from featureflow.compressors.convnext import ConvNeXtIsotropic
 from featureflow.compressors.gaussian import DiagonalGaussian
 from featureflow.typing import Float, Tensor, typechecked
-from featureflow.utils import register_component
+from featureflow.utils import record_config, register_component
 
 __all__ = ["FeatureVAE", "VAEOutput"]
 
@@ -79,6 +79,8 @@ class FeatureVAE(StandardizedCompressor):
         (torch.Size([2, 3, 5, 6, 4]), torch.Size([2, 3, 5, 6, 12]))
     """
 
+    @record_config(feature_dim=int, latent_dim=int, dim=int, depth=int, kl_weight=float, drop_path_rate=float,
+                   layer_scale_init_value=float)
     def __init__(
         self,
         feature_dim: int,
@@ -92,15 +94,6 @@ class FeatureVAE(StandardizedCompressor):
         super().__init__(feature_dim, latent_dim)
         if kl_weight < 0:
             raise ValueError(f"FeatureVAE: kl_weight must be >= 0, got {kl_weight}")
-        self.config: dict[str, Any] = {
-            "feature_dim": int(feature_dim),
-            "latent_dim": int(latent_dim),
-            "dim": int(dim),
-            "depth": int(depth),
-            "kl_weight": float(kl_weight),
-            "drop_path_rate": float(drop_path_rate),
-            "layer_scale_init_value": float(layer_scale_init_value),
-        }
         self.kl_weight = float(kl_weight)
         trunk = {"dim": dim, "depth": depth, "drop_path_rate": drop_path_rate,
                  "layer_scale_init_value": layer_scale_init_value}

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize, split_blocks
 from featureflow.probes.dpt_blocks import FusionBlock, make_output_conv
 from featureflow.typing import Float, FrameFeatures, typechecked
-from featureflow.utils import Configurable, load_safetensors, register_component
+from featureflow.utils import Configurable, int_list, load_safetensors, record_config, register_component
 
 __all__ = ["DPTHead", "strip_prefix", "released_dpt_config"]
 
@@ -63,6 +63,7 @@ class DPTHead(nn.Module, Configurable):
         torch.Size([2, 5, 42, 56])
     """
 
+    @record_config(nclass=int, in_channels=int, features=int, use_bn=bool, out_channels=int_list, use_clstoken=bool)
     def __init__(
         self,
         nclass: int,
@@ -84,15 +85,7 @@ class DPTHead(nn.Module, Configurable):
                 f"DPTHead sizes must be positive (features >= 2); got nclass={nclass}, "
                 f"in_channels={in_channels}, features={features}, out_channels={out_channels}"
             )
-        self.config = {
-            "nclass": int(nclass),
-            "in_channels": int(in_channels),
-            "features": int(features),
-            "use_bn": bool(use_bn),
-            "out_channels": out_channels,
-            "use_clstoken": False,
-            "resize_mode": check_resize_mode(resize_mode),
-        }
+        check_resize_mode(resize_mode)
         self.nclass = int(nclass)
         self.in_channels = int(in_channels)
         self.resize_mode = resize_mode
