@@ -40,7 +40,7 @@ def test_training_reduces_loss_and_writes_log(tmp_path):
     assert after < 0.5 * before
     assert sum(res.losses[-10:]) < sum(res.losses[:10])
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(records) == 60 and records[-1]["step"] == 59
+    assert len(records) == 60 and records[-1]["step"] == 60  # optimizer steps, counted from 1 (as every stage)
     assert {"loss", "mse", "kl", "lr"} <= set(records[0])
     # latent statistics were fitted afterwards: standardised latents
     with torch.no_grad():

@@ -8,7 +8,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-__all__ = ["BatchStream", "is_indexable", "to_device"]
+__all__ = ["BatchStream", "DataExhausted", "ReadyBatches", "is_indexable", "to_device"]
+
+
+class DataExhausted(Exception):
+    """A one-shot iterator of batches ran dry after at least one batch (training ends early)."""
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -27,6 +31,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+class ReadyBatches:
+    """Mark a re-iterable of ready-made batches (e.g. a list of ``(x, y)`` batches) as batches,
+    not as a dataset of examples: :class:`BatchStream` then yields its items as they are.
+
+    Example:
+        >>> s = BatchStream(ReadyBatches([torch.zeros(2), torch.ones(2)]), batch_size=1)
+        >>> s.batch(1).tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, batches: Iterable[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+
 def is_indexable(data: Any) -> bool:
     """True for a Tensor or a map-style dataset (random access by index), False for an iterable of batches."""
     return isinstance(data, Tensor) or (hasattr(data, "__len__") and hasattr(data, "__getitem__"))
@@ -42,7 +63,8 @@ class BatchStream:
       the uninterrupted run would have seen.
     * Any other iterable yields ready-made batches in its own order (``batch_size`` is
       ignored); it is re-iterated when exhausted, and resuming skips the batches
-      already consumed (exact if the iterable is deterministic).
+      already consumed (exact if the iterable is deterministic). A one-shot iterator
+      that runs dry raises :class:`DataExhausted` (training ends early).
 
     Example:
         >>> s = BatchStream(torch.arange(5.0), batch_size=2, seed=0)
@@ -98,6 +120,8 @@ class BatchStream:
             try:
                 item = next(self._iter)
             except StopIteration:
+                if self._consumed and iter(self.data) is self.data:  # a one-shot iterator: it is over
+                    raise DataExhausted(f"the training iterator ran dry after {self._consumed} batches") from None
                 self._iter = iter(self.data)
                 item = next(self._iter, None)
                 if item is None:

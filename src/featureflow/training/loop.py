@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from featureflow.training import distributed as ddp
 from featureflow.training.checkpoint import load_checkpoint, save_checkpoint
-from featureflow.training.data import BatchStream, is_indexable, to_device
+from featureflow.training.data import BatchStream, DataExhausted, is_indexable, to_device
 from featureflow.training.ema import EMA
 from featureflow.training.schedule import cosine_with_warmup
 from featureflow.utils import JSONLLogger, atomic_write, progress_bar
@@ -140,12 +140,17 @@ class FitResult:
         ema: the weight average (``None`` without EMA); ``result.ema.copy_to(model)``
             loads the averaged weights.
         optimizer: the AdamW optimizer.
+        history: the record of every optimizer step of this call (``step``, ``loss``,
+            ``lr``, the loss's metrics, ``grad_norm``), logged or not.
+        exhausted: True when a one-shot iterator of batches ran dry before ``steps``.
     """
 
     losses: list[float]
     step: int
     ema: EMA | None
     optimizer: torch.optim.Optimizer
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    exhausted: bool = False
 
 
 class _LossModule(nn.Module):
@@ -235,6 +240,7 @@ def fit(
     stop_at: int | None = None,
     desc: str = "train",
     fingerprint: dict[str, Any] | None = None,
+    log_fields: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Train ``model`` by minimising ``loss_fn`` over batches of ``data``.
@@ -272,6 +278,7 @@ def fit(
         fingerprint: JSON description of what is trained (model type and architecture,
             objective, data, ...); stored in checkpoints, and resuming with a different
             one fails naming each difference.
+        log_fields: constant fields added to every JSONL record (e.g. ``{"task": "depth"}``).
 
     Returns:
         A :class:`FitResult`.
@@ -386,6 +393,8 @@ def fit(
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=dtype)) if dtype else nullcontext
     logger = JSONLLogger(log_path)
     bar = progress_bar(total=cfg.steps, initial=start, progress=progress, desc=desc)
+    history: list[dict[str, Any]] = []
+    exhausted = False
     try:
         for step in range(start, end):
             lr_now = cfg.lr * cosine_with_warmup(step, total_steps=cfg.steps, warmup=cfg.warmup,
@@ -396,7 +405,12 @@ def fit(
             total = torch.zeros((), device=device)
             extra: dict[str, float] = {}
             for micro in range(cfg.grad_accum):
-                batch = to_device(ddp.shard_batch(stream.batch(step * cfg.grad_accum + micro), info), device)
+                try:
+                    raw = stream.batch(step * cfg.grad_accum + micro)
+                except DataExhausted:
+                    exhausted = True
+                    break
+                batch = to_device(ddp.shard_batch(raw, info), device)
                 last = micro == cfg.grad_accum - 1
                 sync = wrapped.no_sync() if isinstance(wrapped, nn.parallel.DistributedDataParallel) and not last \
                     else nullcontext()
@@ -411,6 +425,10 @@ def fit(
                 total += loss.detach().float()
                 for k, v in info_.items():
                     extra[k] = extra.get(k, 0.0) + float(v) / cfg.grad_accum
+            if exhausted:  # a partial step is dropped; the run ends after the last full one
+                optimizer.zero_grad(set_to_none=True)
+                end = step
+                break
             total = ddp.all_reduce_mean(total)
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -427,11 +445,11 @@ def fit(
                 raise FloatingPointError(f"{desc}: training loss became {value} at optimizer step {step + 1}; "
                                          "try a lower lr")
             losses.append(value)
+            record = {"step": step + 1, "loss": value, "lr": lr_now, **extra, **(log_fields or {})}
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            history.append(record)
             if (step + 1) % cfg.log_every == 0 or step + 1 == end:
-                record = {"step": step + 1, "loss": value, "lr": lr_now, **extra}
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
-                                                else grad_norm)
                 logger.log(**record)
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
@@ -442,4 +460,4 @@ def fit(
     finally:
         bar.close()
         logger.close()
-    return FitResult(losses=losses, step=end, ema=ema, optimizer=optimizer)
+    return FitResult(losses=losses, step=end, ema=ema, optimizer=optimizer, history=history, exhausted=exhausted)

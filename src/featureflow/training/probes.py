@@ -1,4 +1,4 @@
-"""Train a probe head on (features, target) pairs: AdamW, tqdm bar, JSONL log."""
+"""Train a probe head on (features, target) pairs through the one training engine (`fit`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from featureflow.utils import JSONLLogger, progress_bar
+from featureflow.training.data import ReadyBatches
+from featureflow.training.fingerprint import model_fingerprint
+from featureflow.training.loop import FitConfig, fit
 
-__all__ = ["ProbeTrainResult", "train_probe"]
+__all__ = ["ProbeTrainResult", "ProbeObjective", "train_probe"]
 
 
 @dataclass
@@ -32,6 +34,35 @@ class ProbeTrainResult:
         return sum(tail) / len(tail) if tail else math.nan
 
 
+class ProbeObjective(nn.Module):
+    """A task head's ``loss(features, target)`` as the one-engine ``loss(batch, generator)``.
+
+    A batch is ``(features, target)`` or ``{"features": ..., "target": ...}``.
+
+    Example:
+        >>> import torch
+        >>> from featureflow.probes import LinearHead, RGBHead
+        >>> obj = ProbeObjective(RGBHead(LinearHead(8, 3)))
+        >>> obj.loss((torch.randn(1, 2, 2, 8), torch.rand(1, 3, 4, 4)), torch.Generator()).dim()
+        0
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        if not callable(getattr(head, "loss", None)):
+            raise TypeError(
+                f"train_probe needs a task head with a loss(features, target) method "
+                f"(SegmentationHead, DepthHead, NormalsHead, RGBHead); got {type(head).__name__}"
+            )
+        self.head = head
+
+    def loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        """The head's loss on one batch."""
+        features, target = _unpack(batch)
+        device = next(self.head.parameters()).device
+        return self.head.loss(features.to(device), target.to(device))
+
+
 def train_probe(
     head: nn.Module,
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -44,18 +75,22 @@ def train_probe(
     log_path: str | os.PathLike | None = None,
     seed: int | None = 0,
     device: str | torch.device | None = None,
+    ckpt_dir: str | os.PathLike | None = None,
+    ckpt_every: int | None = None,
+    resume: bool = False,
 ) -> ProbeTrainResult:
     """Fit ``head`` (a task head with ``loss(features, target)``) for ``steps`` steps.
 
-    ``data`` yields ``(features (b, h, w, D), target)`` batches, the target in the task
-    head's format (segmentation (b, H, W) int64, depth (b, H, W), normals / rgb
-    (b, 3, H, W)). A re-iterable ``data`` (list, DataLoader) is cycled until ``steps``
-    are done; a one-shot iterator that runs dry ends training early
-    (``result.exhausted``). One step = one batch = one AdamW update (gradient norm
-    clipped to ``grad_clip``). Every step is logged to ``log_path`` as JSONL
+    A thin wrapper of :func:`featureflow.training.loop.fit` with :class:`ProbeObjective`
+    (constant learning rate, no EMA). ``data`` yields ``(features (b, h, w, D), target)``
+    batches, the target in the task head's format (segmentation (b, H, W) int64, depth
+    (b, H, W), normals / rgb (b, 3, H, W)). A re-iterable ``data`` (list, DataLoader) is
+    cycled until ``steps`` are done; a one-shot iterator that runs dry ends training
+    early (``result.exhausted``). One step = one batch = one AdamW update (gradient
+    norm clipped to ``grad_clip``). Every step is logged to ``log_path`` as JSONL
     (``step``, ``loss``, ``lr``, ``task``). ``seed`` seeds torch's RNG (dropout) inside a
-    forked RNG state, so the caller's global RNG is untouched. The head is left in
-    eval mode.
+    forked RNG state, so the caller's global RNG is untouched (``None``: a seed drawn
+    from the global RNG). The head is left in eval mode.
 
     Example:
         >>> import torch
@@ -70,72 +105,29 @@ def train_probe(
         raise ValueError(f"train_probe: steps must be >= 1, got {steps}")
     if not lr > 0:
         raise ValueError(f"train_probe: lr must be > 0, got {lr}")
-    if not callable(getattr(head, "loss", None)):
-        raise TypeError(
-            f"train_probe needs a task head with a loss(features, target) method "
-            f"(SegmentationHead, DepthHead, NormalsHead, RGBHead); got {type(head).__name__}"
-        )
+    objective = ProbeObjective(head)
     if device is not None:
         head.to(device)
-    params = [p for p in head.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in head.parameters()):
         raise ValueError("train_probe: the head has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    result = ProbeTrainResult()
     task = getattr(head, "task", type(head).__name__)
-    with torch.random.fork_rng(devices=[]), JSONLLogger(log_path) as log:
-        if seed is not None:
-            torch.manual_seed(seed)
-        head.train()
-        bar = progress_bar(total=steps, progress=progress, desc=f"probe[{task}]")
+    with torch.random.fork_rng(devices=[]):
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        cfg = FitConfig(steps=steps, batch_size=1, lr=lr, weight_decay=weight_decay, clip_grad=grad_clip,
+                        ema_decay=None, min_lr_ratio=1.0, seed=seed, ckpt_every=ckpt_every)
         try:
-            _run(head, data, optimizer, params, steps, grad_clip, bar, log, result, lr, task)
+            batches = data if iter(data) is data else ReadyBatches(data)  # one-shot iterators stay one-shot
+            fitted = fit(objective, None, batches, cfg, log_path=log_path, ckpt_dir=ckpt_dir, resume=resume,
+                         progress=progress, desc=f"probe[{task}]", log_fields={"task": task},
+                         fingerprint={"model": model_fingerprint(head)})
+        except ValueError as err:
+            if "yielded no batches" in str(err):
+                raise ValueError("train_probe: data yielded no batches") from None
+            raise
         finally:
-            bar.close()
             head.eval()
-    return result
-
-
-def _run(
-    head: nn.Module,
-    data: Iterable[Any],
-    optimizer: torch.optim.Optimizer,
-    params: list[torch.nn.Parameter],
-    steps: int,
-    grad_clip: float | None,
-    bar: Any,
-    log: JSONLLogger,
-    result: ProbeTrainResult,
-    lr: float,
-    task: str,
-) -> None:
-    device = params[0].device
-    while result.steps < steps:
-        seen = 0
-        for batch in data:
-            seen += 1
-            features, target = _unpack(batch)
-            loss = head.loss(features.to(device), target.to(device))
-            if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(f"train_probe: loss became {loss.item()} at step {result.steps + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            result.steps += 1
-            value = float(loss.detach())
-            result.losses.append(value)
-            log.log(step=result.steps, loss=value, lr=lr, task=task)
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}")
-            if result.steps >= steps:
-                return
-        if seen == 0:
-            if result.steps == 0:
-                raise ValueError("train_probe: data yielded no batches")
-            result.exhausted = True
-            return
+    return ProbeTrainResult(losses=list(fitted.losses), steps=fitted.step, exhausted=fitted.exhausted)
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,19 +19,20 @@ re-rendered from new random train worlds every ``refresh_every`` steps.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from featureflow.training.fingerprint import model_fingerprint
+from featureflow.training.loop import FitConfig, fit
 from featureflow.typing import FrameFeatures, typechecked
-from featureflow.utils import JSONLLogger, progress_bar
 
-__all__ = ["PixelLinearHeads", "ToyEncoderTrainResult", "pixel_losses", "render_pool", "train_toy_encoder"]
+__all__ = ["PixelLinearHeads", "ToyEncoderObjective", "ToyEncoderTrainResult", "pixel_losses", "render_pool",
+           "train_toy_encoder"]
 
 
 class PixelLinearHeads(nn.Module):
@@ -139,6 +140,63 @@ def pixel_losses(out: dict[str, Tensor], batch: dict[str, Tensor], class_weights
     return {"loss": total, "segmentation": seg, "depth": depth, "normals": normals, "rgb": rgb}
 
 
+class _PoolBatches:
+    """Batches of frames from a rendered pool, re-rendered from new random train worlds every
+    ``refresh_every`` batches; iterating again replays the same sequence (exact resume)."""
+
+    def __init__(self, world: Any, num_clips: int, clip_length: int, stride: int, seed: int, batch_size: int,
+                 refresh_every: int | None, first_pool: dict[str, Tensor]) -> None:
+        self.world, self.num_clips, self.clip_length, self.stride = world, num_clips, clip_length, stride
+        self.seed, self.batch_size, self.refresh_every = seed, batch_size, refresh_every
+        self.first_pool = first_pool
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        pool = self.first_pool
+        n = pool["rgb"].shape[0]
+        order, cursor, step = torch.randperm(n, generator=gen), 0, 0
+        while True:
+            if self.refresh_every and step and step % self.refresh_every == 0:
+                pool = render_pool(self.world, self.num_clips, self.clip_length, self.stride, generator=gen)
+                order, cursor = torch.randperm(n, generator=gen), 0
+            if cursor + self.batch_size > n:
+                order, cursor = torch.randperm(n, generator=gen), 0
+            idx = order[cursor : cursor + self.batch_size]
+            cursor += self.batch_size
+            step += 1
+            yield {k: v[idx] for k, v in pool.items()}
+
+
+class ToyEncoderObjective(nn.Module):
+    """The encoder + `PixelLinearHeads` objective as the one-engine ``loss(batch, generator)``.
+
+    ``loss`` returns ``(total, {"segmentation", "depth", "normals", "rgb"})`` (see
+    `pixel_losses`) for a batch of ToyWorld frames (dict of ``rgb``, ``depth``,
+    ``normals``, ``segmentation``).
+
+    Example:
+        >>> from featureflow.encoders import ToyEncoder
+        >>> enc = ToyEncoder(image_size=16, patch_size=8, width=16, depth=1, heads=2, blocks=(0,))
+        >>> obj = ToyEncoderObjective(enc, PixelLinearHeads(16, 8, 5))
+        >>> batch = {"rgb": torch.rand(1, 3, 16, 16), "depth": torch.ones(1, 16, 16),
+        ...          "normals": torch.tensor([0.0, 0.0, -1.0]).view(1, 3, 1, 1).expand(1, 3, 16, 16),
+        ...          "segmentation": torch.zeros(1, 16, 16, dtype=torch.long)}
+        >>> sorted(obj.loss(batch, torch.Generator())[1])
+        ['depth', 'normals', 'rgb', 'segmentation']
+    """
+
+    def __init__(self, encoder: nn.Module, heads: PixelLinearHeads, class_weights: Tensor | None = None,
+                 rgb_weight: float = 1.0) -> None:
+        super().__init__()
+        self.encoder, self.heads, self.rgb_weight = encoder, heads, float(rgb_weight)
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(heads.num_classes))
+
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        """The total loss of a batch and its terms (floats)."""
+        losses = pixel_losses(self.heads(self.encoder(batch["rgb"])), batch, self.class_weights, self.rgb_weight)
+        return losses["loss"], {k: float(v.detach()) for k, v in losses.items() if k != "loss"}
+
+
 def train_toy_encoder(
     encoder: nn.Module,
     world: Any,
@@ -157,11 +215,16 @@ def train_toy_encoder(
     weight_decay: float = 0.05,
     warmup: int = 100,
     log_every: int = 10,
+    ckpt_dir: str | os.PathLike | None = None,
+    ckpt_every: int | None = None,
+    resume: bool = False,
 ) -> ToyEncoderTrainResult:
     """Train ``encoder`` (e.g. a `ToyEncoder`) with linear pixel heads on ToyWorld frames.
 
-    See the module docstring for the objective. AdamW with linear warm-up and cosine
-    decay; the encoder is left in eval mode on return.
+    A thin wrapper of :func:`featureflow.training.loop.fit` with
+    :class:`ToyEncoderObjective` (see the module docstring for the objective): AdamW
+    with linear warm-up and cosine decay, checkpoints and exact resume, torchrun. The
+    encoder is left in eval mode on return.
 
     Args:
         encoder: a trainable `featureflow.encoders.Encoder` module (``patch_size``,
@@ -169,11 +232,11 @@ def train_toy_encoder(
         world: a ToyWorld (anything with ``clip(seed, length, stride)`` returning
             ``rgb, depth, normals, segmentation``; ``CLASSES`` gives the class count).
         steps: optimiser steps.
-        batch_size: frames per step.
+        batch_size: frames per step (the global batch under torchrun).
         lr: peak learning rate.
         progress: show a progress bar.
         log_path: JSONL file receiving ``{step, loss, segmentation, depth, normals,
-            rgb, lr}`` every ``log_every`` steps (``None``: no log).
+            rgb, lr}`` every ``log_every`` steps (``None``: no log); steps count from 1.
         seed: seeds the initialisation of the heads, the batch order and which train
             clips are rendered.
         num_clips: clips rendered for the training pool.
@@ -187,6 +250,9 @@ def train_toy_encoder(
         weight_decay: AdamW weight decay.
         warmup: linear warm-up steps.
         log_every: steps between log records.
+        ckpt_dir: checkpoint folder (None = no checkpoints).
+        ckpt_every: checkpoint every this many steps (None = only at the end).
+        resume: continue from the latest checkpoint in ``ckpt_dir``.
 
     Returns:
         `ToyEncoderTrainResult` with the encoder, the trained heads and the history.
@@ -205,13 +271,10 @@ def train_toy_encoder(
     for name in ("patch_size", "feature_dim"):
         if not hasattr(encoder, name):
             raise TypeError(f"train_toy_encoder expects an Encoder module with {name}; got {type(encoder).__name__}")
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in encoder.parameters()):
         raise ValueError("the encoder has no trainable parameters (frozen?); train_toy_encoder trains the encoder")
     num_classes = len(getattr(world, "CLASSES", ())) or 5
-    gen = torch.Generator().manual_seed(seed)
     pool = render_pool(world, num_clips, clip_length, stride, seed=seed)
-    n = pool["rgb"].shape[0]
     counts = torch.bincount(pool["segmentation"].flatten(), minlength=num_classes).double()
     class_weights = counts.clamp_min(1).rsqrt()
     class_weights[counts == 0] = class_weights[counts > 0].max()  # a class unseen in the first pool
@@ -221,44 +284,19 @@ def train_toy_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         heads = PixelLinearHeads(int(encoder.feature_dim), int(encoder.patch_size), num_classes).to(device)
-    opt = torch.optim.AdamW([*params, *heads.parameters()], lr=lr, weight_decay=weight_decay)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    history: list[dict[str, float]] = []
-    encoder.train()
-    heads.train()
-    order = torch.randperm(n, generator=gen)
-    cursor = 0
-    with JSONLLogger(log_path) as log:
-        bar = progress_bar(range(steps), progress=progress, desc="train toy encoder", unit="step")
-        for step in bar:
-            if refresh_every and step and step % refresh_every == 0:
-                pool = render_pool(world, num_clips, clip_length, stride, generator=gen)
-                order, cursor = torch.randperm(n, generator=gen), 0
-            if cursor + batch_size > n:
-                order, cursor = torch.randperm(n, generator=gen), 0
-            idx = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            batch = {k: v[idx].to(device) for k, v in pool.items()}
-            losses = pixel_losses(heads(encoder(batch["rgb"])), batch, class_weights.to(device), rgb_weight)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_([*params, *heads.parameters()], 1.0)
-            opt.step()
-            sched.step()
-            record = {k: float(v.detach()) for k, v in losses.items()}
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"train_toy_encoder: loss became {record['loss']} at step {step}; lower lr")
-            history.append(record)
-            if step % log_every == 0 or step == steps - 1:
-                log.log(step=step, lr=opt.param_groups[0]["lr"], **record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}")
-        bar.close()
-    encoder.eval()
-    heads.eval()
+    objective = ToyEncoderObjective(encoder, heads, class_weights.to(device), rgb_weight)
+    data = _PoolBatches(world, num_clips, clip_length, stride, seed, batch_size, refresh_every, pool)
+    cfg = FitConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                    ema_decay=None, clip_grad=1.0, seed=seed, log_every=log_every, ckpt_every=ckpt_every)
+    fingerprint = {"model": model_fingerprint(encoder), "world": type(world).__name__,
+                   "data": {"num_clips": num_clips, "clip_length": clip_length, "stride": stride,
+                            "refresh_every": refresh_every, "rgb_weight": rgb_weight}}
+    try:
+        fitted = fit(objective, None, data, cfg, log_path=log_path, ckpt_dir=ckpt_dir, resume=resume,
+                     progress=progress, device=device, desc="train toy encoder", fingerprint=fingerprint)
+    finally:
+        encoder.eval()
+        heads.eval()
+    history = [{k: v for k, v in r.items() if k in ("loss", "segmentation", "depth", "normals", "rgb")}
+               for r in fitted.history]
     return ToyEncoderTrainResult(encoder=encoder, heads=heads, history=history)

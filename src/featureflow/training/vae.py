@@ -1,7 +1,8 @@
 """Stage 2 of training: fit a :class:`~featureflow.compressors.FeatureVAE` on cached features.
 
 ``train_vae`` (1) fits the per-channel feature statistics, (2) maximises the ELBO on
-standardised features with AdamW, with a tqdm bar and a JSONL log, and (3) fits the
+standardised features through the one training engine (:func:`~featureflow.training.loop.fit`:
+AdamW, tqdm bar, JSONL log, checkpoints, torchrun), and (3) fits the
 per-channel latent statistics of the posterior means, so the trained VAE is ready to
 produce standardised latents for a forecaster.
 """
@@ -16,13 +17,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
 from featureflow.compressors import FeatureVAE, as_feature_tensor, fit_statistics
+from featureflow.training.fingerprint import data_fingerprint, model_fingerprint
+from featureflow.training.loop import FitConfig, fit
 from featureflow.typing import Tensor
-from featureflow.utils import JSONLLogger, load_safetensors, progress_bar, save_json, save_safetensors
-from featureflow.version import FORMAT_VERSION, __version__
+from featureflow.utils import load_safetensors
 
-__all__ = ["train_vae", "VAETrainResult", "fit_compressor_statistics", "save_compressor", "register"]
+__all__ = ["train_vae", "VAEObjective", "VAETrainResult", "fit_compressor_statistics", "save_compressor", "register"]
 
 #: Fit a compressor's feature/latent statistics from features (re-exported helper).
 fit_compressor_statistics = fit_statistics
@@ -43,12 +46,6 @@ class VAETrainResult:
     @property
     def final_loss(self) -> float:
         return self.losses[-1] if self.losses else math.nan
-
-
-def _tensor_batches(x: Tensor, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
-    while True:  # epochs of random permutations
-        for idx in torch.randperm(x.shape[0], generator=gen).split(batch_size):
-            yield x[idx]
 
 
 def _stream_batches(items: Iterable[Any], batch_size: int) -> Iterator[Tensor]:
@@ -74,6 +71,46 @@ def _stream_batches(items: Iterable[Any], batch_size: int) -> Iterator[Tensor]:
             )
 
 
+class _FrameBatches:
+    """Re-iterable batches of ``batch_size`` frames cut from an iterable of feature tensors (deterministic)."""
+
+    def __init__(self, items: Iterable[Any], batch_size: int) -> None:
+        self.items, self.batch_size = items, batch_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return _stream_batches(self.items, self.batch_size)
+
+
+class VAEObjective(nn.Module):
+    """The ELBO of a :class:`FeatureVAE` as the one-engine ``loss(batch, generator)``.
+
+    ``loss`` returns ``(mean_batch(Σ (x̂ - x)² + kl_weight · Σ KL), {"mse": per element,
+    "kl": per example})`` with a reparameterised posterior sample drawn from
+    ``generator`` (a CPU generator; on another device a device generator is seeded from it).
+
+    Example:
+        >>> vae = FeatureVAE(feature_dim=8, latent_dim=2, dim=8, depth=1)
+        >>> loss, info = VAEObjective(vae).loss(torch.randn(2, 2, 2, 8), torch.Generator().manual_seed(0))
+        >>> loss.dim(), sorted(info)
+        (0, ['kl', 'mse'])
+    """
+
+    def __init__(self, vae: FeatureVAE, kl_weight: float | None = None) -> None:
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        """The loss of a batch of features (b, h, w, D) and its float metrics."""
+        ref = self.vae.feature_norm.mean
+        x = batch.to(device=ref.device, dtype=ref.dtype)
+        if x.device.type != "cpu":
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+        out = self.vae(x, sample=True, generator=generator, kl_weight=self.kl_weight)
+        return out.loss, {"mse": float(out.mse.detach().mean()) / x[0].numel(), "kl": float(out.kl.detach().mean())}
+
+
 def train_vae(
     vae: FeatureVAE,
     features: Tensor | Iterable[Any],
@@ -91,20 +128,27 @@ def train_vae(
     log_path: str | os.PathLike | None = None,
     log_every: int = 1,
     device: str | torch.device | None = None,
+    ckpt_dir: str | os.PathLike | None = None,
+    ckpt_every: int | None = None,
+    resume: bool = False,
+    config: FitConfig | None = None,
 ) -> VAETrainResult:
     """Train ``vae`` in place by maximising the ELBO on standardised features.
 
-    Loss per step: ``mean_batch(Σ (x̂ - x)² + kl_weight · Σ KL)`` with a
-    reparameterised posterior sample (sums over h, w, channels), exactly the released
-    objective. Batches are random permutations of a tensor, or consecutive frames of an
-    iterable (re-iterated every epoch, so pass a list or dataset, not a generator).
+    A thin wrapper of :func:`featureflow.training.loop.fit` with :class:`VAEObjective`
+    (constant learning rate, no EMA unless ``config`` says otherwise), so it
+    checkpoints, resumes exactly and runs under ``torchrun`` like every stage. Loss per
+    step: ``mean_batch(Σ (x̂ - x)² + kl_weight · Σ KL)`` with a reparameterised
+    posterior sample (sums over h, w, channels), exactly the released objective.
+    Batches are random permutations of a tensor, or consecutive frames of an iterable
+    (re-iterated every epoch, so pass a list or dataset, not a generator).
 
     Args:
         vae: the model (trained in place; moved to ``device`` if given).
         features: ``(*batch, h, w, D)`` tensor, or an iterable of such tensors or of
             dicts with a ``"features"`` tensor (e.g. ``FeatureShards``).
         steps: optimiser steps.
-        batch_size: frames per step.
+        batch_size: frames per step (per process under torchrun).
         lr: AdamW learning rate.
         kl_weight: overrides ``vae.kl_weight``.
         weight_decay: AdamW weight decay.
@@ -116,6 +160,10 @@ def train_vae(
         log_path: JSONL file for per-step records (``None`` = no log).
         log_every: log every n-th step (the last step is always logged).
         device: where to train (default: where ``vae`` is).
+        ckpt_dir: checkpoint folder (None = no checkpoints).
+        ckpt_every: checkpoint every this many steps (None = only at the end).
+        resume: continue from the latest checkpoint in ``ckpt_dir``.
+        config: a full :class:`FitConfig` instead of the settings above.
 
     Returns:
         :class:`VAETrainResult` with the loss curve.
@@ -139,52 +187,28 @@ def train_vae(
         )
     if device is not None:
         vae.to(device)
-    dev = vae.feature_norm.mean.device
-    dtype = vae.feature_norm.mean.dtype
     if fit_feature_stats:
         fit_statistics(vae, features, fit_features=True, fit_latents=False, batch_size=max(batch_size, 64),
                        progress=False)
-    gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device=dev).manual_seed(seed + 1)
     if isinstance(features, Tensor):
         if features.ndim < 3:
             raise ValueError(f"train_vae: expected features (*batch, h, w, D), got shape {tuple(features.shape)}")
-        batches = _tensor_batches(features.reshape(-1, *features.shape[-3:]), batch_size, gen)
+        data: Any = features.reshape(-1, *features.shape[-3:])
     else:
-        batches = _stream_batches(features, batch_size)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
-    result = VAETrainResult()
-    vae.train()
-    with JSONLLogger(log_path) as log:
-        bar = progress_bar(range(steps), progress=progress, desc="train VAE")
-        for step in bar:
-            x = next(batches).to(device=dev, dtype=dtype)
-            out = vae(x, sample=True, generator=noise_gen, kl_weight=kl_weight)
-            loss = out.loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(vae.parameters(), grad_clip)
-            opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"train_vae: loss became {value} at step {step}; try a lower lr")
-            result.losses.append(value)
-            if step % log_every == 0 or step == steps - 1:
-                record = {
-                    "step": step,
-                    "loss": value,
-                    "mse": float(out.mse.detach().mean()) / x[0].numel(),
-                    "kl": float(out.kl.detach().mean()),
-                    "lr": lr,
-                }
-                result.history.append(record)
-                log.log(**record)
-            bar.set_postfix(loss=f"{value:.4g}")
+        data = _FrameBatches(features, batch_size)
+    cfg = config or FitConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                              clip_grad=grad_clip, ema_decay=None, min_lr_ratio=1.0, seed=seed,
+                              log_every=log_every, ckpt_every=ckpt_every)
+    objective = VAEObjective(vae, kl_weight)
+    fingerprint = {"model": model_fingerprint(vae), "kl_weight": kl_weight,
+                   "data": data_fingerprint(data if isinstance(data, Tensor) else features)}
+    fitted = fit(objective, None, data, cfg, log_path=log_path, ckpt_dir=ckpt_dir, resume=resume,
+                 progress=progress, device=vae.feature_norm.mean.device, desc="train VAE", fingerprint=fingerprint)
     vae.eval()
     if fit_latent_stats:
         fit_statistics(vae, features, fit_features=False, fit_latents=True, batch_size=max(batch_size, 64))
-    return result
+    history = [{k: r[k] for k in ("step", "loss", "mse", "kl", "lr") if k in r} for r in fitted.history]
+    return VAETrainResult(losses=list(fitted.losses), history=history)
 
 
 # --------------------------------------------------------------------------- CLI
