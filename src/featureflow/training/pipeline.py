@@ -12,11 +12,12 @@ Reproducible: every stage seeds torch with its own seed, derived from the config
 ``seed`` and the stage name (:func:`stage_seed`), before it builds its model, so the
 same config gives a bit-identical model (on one thread).
 
-Under ``torchrun`` the stages run once: the forecasters train on every rank
-(DistributedDataParallel), feature extraction is sharded over the ranks, the other
-stages run on rank 0 while the others wait; then
-every rank loads what rank 0 wrote (the work directory must be on a shared file system
-across nodes). Only rank 0 writes files and logs.
+Under ``torchrun`` the stages run once, together: every trainable stage trains through
+:func:`~featureflow.training.loop.fit` on every rank (DistributedDataParallel, each rank
+on its slice of the global batch), feature extraction is sharded over the ranks, the
+latents are computed by rank 0 while the others wait; then every rank loads what rank 0
+wrote (the work directory must be on a shared file system across nodes). Only rank 0
+writes files and logs.
 
 Config (JSON; every section but ``data`` optional with defaults)::
 
@@ -186,20 +187,24 @@ def _fresh_log(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _rank0_stage(run: _Run, stage: str, section: Any, after: str | None, build: Callable[[StageContext], nn.Module],
-                 out: Path, log_name: str | None = None) -> nn.Module:
-    """A stage rank 0 computes alone: build + train + save, then every rank loads the saved copy."""
+def _shared_stage(run: _Run, stage: str, section: Any, after: str | None, build: Callable[[StageContext], nn.Module],
+                  out: Path, log_name: str | None = None) -> nn.Module:
+    """Build + train a stage on every rank (its training runs through `fit`, data-parallel under
+    torchrun), rank 0 saves it, then every rank loads the saved copy."""
     desc = run.describe(stage, section, after)
     todo = run.needs_run(stage, desc, _done(out), [out, run.work / "logs" / f"{log_name or stage}.jsonl"])
-    with ddp.main_first(run.info, stage) as first:
-        if first and todo:
-            ctx = run.ctx(stage, log_name)
+    if todo:
+        ctx = run.ctx(stage, log_name)
+        if run.info.is_main:
             _fresh_log(ctx.log_path)
-            torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed
-            module = build(ctx)
-            module.eval()
+        ddp.barrier(f"starting stage {stage}", long=True)
+        torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed (same on every rank)
+        module = build(ctx)
+        module.eval()
+        if run.info.is_main:
             _save_module(module, out)
             run.finished(stage, desc)
+        ddp.barrier(f"saving stage {stage}", long=True)
     return _load_module(out)
 
 
@@ -218,7 +223,7 @@ def _stage_encoder(run: _Run) -> nn.Module:
             trainer(encoder, None, dict(train), ctx)
         return encoder
 
-    return _rank0_stage(run, "encoder", spec, None, build, run.work / "encoder")
+    return _shared_stage(run, "encoder", spec, None, build, run.work / "encoder")
 
 
 def _stage_features(run: _Run, encoder: nn.Module) -> Any:
@@ -254,7 +259,7 @@ def _stage_compressor(run: _Run, shards: Any) -> nn.Module:
         trainer(comp, frames, dict(spec.get("train", {})), ctx)
         return comp
 
-    return _rank0_stage(run, "compressor", spec, "features", build, run.work / "compressor")
+    return _shared_stage(run, "compressor", spec, "features", build, run.work / "compressor")
 
 
 @torch.no_grad()
@@ -359,7 +364,7 @@ def _stage_probes(run: _Run, shards: Any, compressor: nn.Module) -> dict[str, nn
             train_probe(head, batches(), progress=ctx.progress, log_path=ctx.log_path, seed=ctx.seed, **train)
             return head
 
-        heads[name] = _rank0_stage(run, f"probes/{name}", section, "compressor", build, run.work / "probes" / name,
+        heads[name] = _shared_stage(run, f"probes/{name}", section, "compressor", build, run.work / "probes" / name,
                                    log_name=f"probe_{name}")
     return heads
 
