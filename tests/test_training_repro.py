@@ -79,3 +79,34 @@ def test_changed_stage_config_retrains_it_and_the_stages_after(tmp_path):
 def test_stage_seeds_differ_per_stage_and_seed():
     seeds = {stage_seed(s, n) for s in (0, 1) for n in ("encoder", "compressor", "flow", "regression")}
     assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
+
+
+@pytest.mark.slow
+def test_a_stage_killed_mid_training_resumes_bit_identically(tmp_path, monkeypatch):
+    from featureflow.training.vae import VAEObjective
+    from featureflow.utils import load_safetensors
+
+    configs = []
+    for run in ("killed", "straight"):
+        cfg = tiny_config(tmp_path / run)
+        cfg["compressor"]["train"].update(steps=4, ckpt_every=1)
+        configs.append(cfg)
+    run_pipeline(configs[1], progress=False, until="compressor")
+    real, calls = VAEObjective.loss, [0]
+
+    def dying(self, batch, generator):
+        calls[0] += 1
+        if calls[0] == 3:  # killed during optimizer step 3 (steps 1 and 2 are checkpointed)
+            raise KeyboardInterrupt
+        return real(self, batch, generator)
+
+    monkeypatch.setattr(VAEObjective, "loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(configs[0], progress=False, until="compressor")
+    monkeypatch.setattr(VAEObjective, "loss", real)
+    run_pipeline(configs[0], progress=False, until="compressor")
+    a, b = (load_safetensors(tmp_path / run / "work" / "compressor" / "component.safetensors")
+            for run in ("killed", "straight"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = tmp_path / "killed" / "work" / "logs" / "compressor.jsonl"
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4]

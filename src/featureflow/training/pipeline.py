@@ -69,7 +69,7 @@ __all__ = ["run_pipeline", "load_config", "register", "stage_seed", "STAGES", "C
 
 STAGES = ("encoder", "features", "compressor", "latents", "flow", "regression", "probes", "assemble")
 
-#: Checkpoint interval (optimizer steps) of the forecaster stages when ``train.ckpt_every`` is not set.
+#: Checkpoint interval (optimizer steps) of every trainable stage when ``train.ckpt_every`` is not set.
 CKPT_EVERY = 250
 
 # Settings that change neither what a stage computes nor its result (left out of fingerprints).
@@ -128,7 +128,8 @@ class _Run:
     def ctx(self, stage: str, log_name: str | None = None) -> StageContext:
         return StageContext(config=self.cfg, seed=stage_seed(self.seed, stage),
                             log_path=self.work / "logs" / f"{log_name or stage}.jsonl",
-                            ckpt_dir=self.work / "checkpoints" / stage, progress=self.progress, info=self.info)
+                            ckpt_dir=self.work / "checkpoints" / stage, progress=self.progress, info=self.info,
+                            ckpt_every=CKPT_EVERY)
 
     def describe(self, stage: str, section: Any, after: str | None) -> dict[str, Any]:
         """What a stage is built from: its section, the data settings, its seed, the previous stage."""
@@ -195,8 +196,8 @@ def _shared_stage(run: _Run, stage: str, section: Any, after: str | None, build:
     todo = run.needs_run(stage, desc, _done(out), [out, run.work / "logs" / f"{log_name or stage}.jsonl"])
     if todo:
         ctx = run.ctx(stage, log_name)
-        if run.info.is_main:
-            _fresh_log(ctx.log_path)
+        if run.info.is_main and not (ctx.ckpt_dir / "latest").is_file():
+            _fresh_log(ctx.log_path)  # no checkpoint to continue: records of a killed attempt go
         ddp.barrier(f"starting stage {stage}", long=True)
         torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed (same on every rank)
         module = build(ctx)
@@ -306,7 +307,7 @@ def _stage_forecaster(run: _Run, latents: Tensor, kind: str, encoder: nn.Module,
         train = dict(section.get("train", {}))
         stream = train.pop("stream", None)
         train.setdefault("seed", ctx.seed)
-        train.setdefault("ckpt_every", CKPT_EVERY)
+        train.setdefault("ckpt_every", ctx.ckpt_every)
         config = forecaster_config(**train)
         data: Any = latents
         encode = None
@@ -324,7 +325,7 @@ def _stage_forecaster(run: _Run, latents: Tensor, kind: str, encoder: nn.Module,
                                  warmup=int(data_cfg.get("warmup", 0)), modalities=("rgb",))
             encode = frames_to_latents(encoder, compressor)
         result = train_forecaster(model, data, config, progress=run.progress, log_path=ctx.log_path,
-                                  ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode, device="cpu")
+                                  ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode)
         if result.ema is not None:
             result.ema.copy_to(model)
         model.eval()
@@ -361,7 +362,9 @@ def _stage_probes(run: _Run, shards: Any, compressor: nn.Module) -> dict[str, nn
                     idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
                     yield x[idx], y[idx]
 
-            train_probe(head, batches(), progress=ctx.progress, log_path=ctx.log_path, seed=ctx.seed, **train)
+            settings = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
+            train_probe(head, batches(), progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir,
+                        resume=True, **settings)
             return head
 
         heads[name] = _shared_stage(run, f"probes/{name}", section, "compressor", build, run.work / "probes" / name,

@@ -44,6 +44,7 @@ class StageContext:
         ckpt_dir: the stage's checkpoint folder.
         progress: show progress bars.
         info: this process's place in a ``torchrun`` world.
+        ckpt_every: checkpoint interval (optimizer steps) when the ``train`` section sets none.
     """
 
     config: dict[str, Any]
@@ -52,6 +53,7 @@ class StageContext:
     ckpt_dir: Path
     progress: bool = True
     info: ddp.DistInfo = ddp.DistInfo()
+    ckpt_every: int | None = None
 
 
 #: ``trainer(component, data, train_section, ctx)``: train ``component`` in place.
@@ -110,14 +112,17 @@ def _train_toy_encoder(encoder: nn.Module, data: Any, train: dict[str, Any], ctx
         raise ValueError("encoder training of a ToyEncoder needs data.world = 'toyworld' (its objective uses "
                          "ToyWorld's depth, normals and segmentation); drop encoder.train to use it frozen")
     world = ToyWorld(resolution=int(data_cfg.get("resolution", 64)))
-    train_toy_encoder(encoder, world, progress=ctx.progress, log_path=ctx.log_path, seed=ctx.seed, **train)
+    train = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
+    train_toy_encoder(encoder, world, progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir, resume=True,
+                      **train)
 
 
 @register_trainer("compressor", "FeatureVAE")
 def _train_feature_vae(comp: nn.Module, features: Any, train: dict[str, Any], ctx: StageContext) -> None:
     from featureflow.training.vae import train_vae
 
-    train_vae(comp, features, progress=ctx.progress, log_path=ctx.log_path, seed=ctx.seed, **train)
+    train = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
+    train_vae(comp, features, progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir, resume=True, **train)
 
 
 @register_trainer("compressor", "PCA")
