@@ -1,6 +1,9 @@
-"""Training: one entry point per stage (features → compressor → forecaster → probes) and the pipeline.
+"""Training: one engine (`fit`) that every stage runs through, one entry point per stage, and the pipeline.
 
-Every stage runs single-process or under ``torchrun`` (see `featureflow.training.distributed`).
+Every stage runs single-process or under ``torchrun`` (DistributedDataParallel / FSDP2;
+see `featureflow.training.distributed`), checkpoints and resumes exactly, and is
+reproducible from its seed. Stage configs are typed (`PipelineConfig`, `FitConfig`);
+encoder and compressor trainers are found by component type (`register_trainer`).
 """
 
 from featureflow.training import distributed
@@ -10,8 +13,10 @@ from featureflow.training.data import BatchStream
 from featureflow.training.ema import EMA
 from featureflow.training.features import FeatureShards, extract_features
 from featureflow.training.forecaster import frames_to_latents, save_forecaster, train_forecaster
-from featureflow.training.loop import FitResult, fit
-from featureflow.training.pipeline import STAGES, load_config, run_pipeline
+from featureflow.training.config import PipelineConfig
+from featureflow.training.loop import FitConfig, FitResult, fit
+from featureflow.training.pipeline import STAGES, load_config, run_pipeline, stage_seed
+from featureflow.training.registry import register_trainer
 from featureflow.training.probes import ProbeTrainResult, train_probe
 from featureflow.training.schedule import cosine_with_warmup
 from featureflow.training.toy_encoder import train_toy_encoder
@@ -20,7 +25,11 @@ from featureflow.training.vae import VAETrainResult, save_compressor, train_vae
 __all__ = [
     "distributed",
     "fit",
+    "FitConfig",
     "FitResult",
+    "PipelineConfig",
+    "register_trainer",
+    "stage_seed",
     "EMA",
     "BatchStream",
     "cosine_with_warmup",

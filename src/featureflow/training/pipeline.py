@@ -44,11 +44,8 @@ the probe stage needs ToyWorld's targets and is skipped otherwise.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,36 +53,18 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.training import distributed as ddp
-from featureflow.training.fingerprint import config_hash, jsonable
-from featureflow.training.loop import fingerprint_diff
+from featureflow.training.config import PipelineConfig
 from featureflow.training.pipeline_data import clips_of, probe_data
 from featureflow.training.registry import StageContext, trainable_types, trainer_for
-from featureflow.utils import JSONLLogger
-from featureflow.utils.component_io import load_component, save_component
+from featureflow.training.stage_state import (
+    CKPT_EVERY, StageRun, fresh_log, legacy_seed, load_stage, save_stage, stage_done, stage_seed,
+)
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
 
 __all__ = ["run_pipeline", "load_config", "register", "stage_seed", "STAGES", "CKPT_EVERY"]
 
 STAGES = ("encoder", "features", "compressor", "latents", "flow", "regression", "probes", "assemble")
-
-#: Checkpoint interval (optimizer steps) of every trainable stage when ``train.ckpt_every`` is not set.
-CKPT_EVERY = 250
-
-# Settings that change neither what a stage computes nor its result (left out of fingerprints).
-_RUNTIME_KEYS = ("ckpt_every", "log_every")
-
-
-def stage_seed(seed: int, stage: str) -> int:
-    """The seed of one stage: a hash of the config's ``seed`` and the stage name (< 2**31).
-
-    Example:
-        >>> stage_seed(0, "flow") == stage_seed(0, "flow") != stage_seed(0, "regression")
-        True
-    """
-    digest = hashlib.sha256(f"featureflow-stage:{int(seed)}:{stage}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read a pipeline config (JSON) with a clear error on bad files.
@@ -108,108 +87,28 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def _without_runtime(section: Any) -> Any:
-    if isinstance(section, dict):
-        return {k: _without_runtime(v) for k, v in section.items() if k not in _RUNTIME_KEYS}
-    return section
-
-
-class _Run:
-    """One pipeline run: the config, the work directory, this rank, and the stage bookkeeping."""
-
-    def __init__(self, cfg: dict[str, Any], progress: bool, info: ddp.DistInfo) -> None:
-        self.cfg, self.info = cfg, info
-        self.progress = progress and info.is_main
-        self.work = Path(cfg.get("workdir", "runs/pipeline"))
-        self.seed = int(cfg.get("seed", 0))
-        self.log = JSONLLogger(self.work / "logs" / "pipeline.jsonl" if info.is_main else None)
-        self.prints: dict[str, str] = {}
-
-    def ctx(self, stage: str, log_name: str | None = None) -> StageContext:
-        return StageContext(config=self.cfg, seed=stage_seed(self.seed, stage),
-                            log_path=self.work / "logs" / f"{log_name or stage}.jsonl",
-                            ckpt_dir=self.work / "checkpoints" / stage, progress=self.progress, info=self.info,
-                            ckpt_every=CKPT_EVERY)
-
-    def describe(self, stage: str, section: Any, after: str | None) -> dict[str, Any]:
-        """What a stage is built from: its section, the data settings, its seed, the previous stage."""
-        return jsonable({"section": _without_runtime(section), "data": self.cfg["data"],
-                         "seed": stage_seed(self.seed, stage), "after": self.prints.get(after) if after else None})
-
-    def needs_run(self, stage: str, desc: dict[str, Any], done: Callable[[], bool], outputs: list[Path]) -> bool:
-        """True if ``stage`` must run; a finished stage with another fingerprint is removed first (rank 0)."""
-        fp = config_hash(desc)
-        self.prints[stage] = fp
-        record_path = self.work / "stages" / f"{stage.replace('/', '_')}.json"
-        decision = False
-        if self.info.is_main:
-            if not done():
-                decision = True
-            elif not record_path.is_file():
-                warnings.warn(f"stage {stage!r} in {self.work} has no fingerprint (made by an older featureflow); "
-                              "reusing it as it is", stacklevel=3)
-                save_json({"fingerprint": fp, "built_from": desc}, record_path)
-            else:
-                record = json.loads(record_path.read_text())
-                if record.get("fingerprint") != fp:
-                    changed = fingerprint_diff(record.get("built_from", {}), desc)
-                    message = (f"stage {stage!r} was built from another configuration ({'; '.join(changed)[:600]}); "
-                               f"training it again, and every stage after it")
-                    warnings.warn(message, stacklevel=3)
-                    self.log.log(stage=stage, event="invalidated", changed=changed)
-                    for p in [*outputs, record_path, self.work / "checkpoints" / stage]:
-                        if p.is_dir():
-                            shutil.rmtree(p)
-                        elif p.exists():
-                            p.unlink()
-                    decision = True
-        return bool(ddp.broadcast_object(decision))
-
-    def finished(self, stage: str, desc: dict[str, Any]) -> None:
-        if self.info.is_main:
-            save_json({"fingerprint": self.prints[stage], "built_from": desc},
-                      self.work / "stages" / f"{stage.replace('/', '_')}.json")
-
-
-def _save_module(module: nn.Module, directory: Path) -> None:
-    save_component(module, directory, "component")  # component.json is written last: marks the stage done
-
-
-def _load_module(directory: Path) -> nn.Module:
-    return load_component(directory, "component")
-
-
-def _done(directory: Path) -> Callable[[], bool]:
-    return lambda: (directory / "component.json").is_file()
-
-
-def _fresh_log(path: Path) -> None:
-    """A stage that starts from scratch starts its log from scratch (no records of a killed attempt)."""
-    path.unlink(missing_ok=True)
-
-
-def _shared_stage(run: _Run, stage: str, section: Any, after: str | None, build: Callable[[StageContext], nn.Module],
+def _shared_stage(run: StageRun, stage: str, section: Any, after: str | None, build: Callable[[StageContext], nn.Module],
                   out: Path, log_name: str | None = None) -> nn.Module:
     """Build + train a stage on every rank (its training runs through `fit`, data-parallel under
     torchrun), rank 0 saves it, then every rank loads the saved copy."""
     desc = run.describe(stage, section, after)
-    todo = run.needs_run(stage, desc, _done(out), [out, run.work / "logs" / f"{log_name or stage}.jsonl"])
+    todo = run.needs_run(stage, desc, stage_done(out), [out, run.work / "logs" / f"{log_name or stage}.jsonl"])
     if todo:
         ctx = run.ctx(stage, log_name)
         if run.info.is_main and not (ctx.ckpt_dir / "latest").is_file():
-            _fresh_log(ctx.log_path)  # no checkpoint to continue: records of a killed attempt go
+            fresh_log(ctx.log_path)  # no checkpoint to continue: records of a killed attempt go
         ddp.barrier(f"starting stage {stage}", long=True)
         torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed (same on every rank)
         module = build(ctx)
         module.eval()
         if run.info.is_main:
-            _save_module(module, out)
+            save_stage(module, out)
             run.finished(stage, desc)
         ddp.barrier(f"saving stage {stage}", long=True)
-    return _load_module(out)
+    return load_stage(out)
 
 
-def _stage_encoder(run: _Run) -> nn.Module:
+def _stage_encoder(run: StageRun) -> nn.Module:
     spec = run.cfg.get("encoder", {"type": "ToyEncoder", "config": {}})
 
     def build(ctx: StageContext) -> nn.Module:
@@ -227,7 +126,7 @@ def _stage_encoder(run: _Run) -> nn.Module:
     return _shared_stage(run, "encoder", spec, None, build, run.work / "encoder")
 
 
-def _stage_features(run: _Run, encoder: nn.Module) -> Any:
+def _stage_features(run: StageRun, encoder: nn.Module) -> Any:
     from featureflow.training.features import FeatureShards, extract_features
 
     out = run.work / "features"
@@ -243,7 +142,7 @@ def _stage_features(run: _Run, encoder: nn.Module) -> Any:
     return FeatureShards(out)
 
 
-def _stage_compressor(run: _Run, shards: Any) -> nn.Module:
+def _stage_compressor(run: StageRun, shards: Any) -> nn.Module:
     spec = run.cfg.get("compressor", {"type": "FeatureVAE", "config": {}})
 
     def build(ctx: StageContext) -> nn.Module:
@@ -264,7 +163,7 @@ def _stage_compressor(run: _Run, shards: Any) -> nn.Module:
 
 
 @torch.no_grad()
-def _stage_latents(run: _Run, shards: Any, compressor: nn.Module) -> Tensor:
+def _stage_latents(run: StageRun, shards: Any, compressor: nn.Module) -> Tensor:
     path = run.work / "latents.safetensors"
     desc = run.describe("latents", {}, "compressor")
     todo = run.needs_run("latents", desc, path.is_file, [path])
@@ -279,36 +178,33 @@ def _stage_latents(run: _Run, shards: Any, compressor: nn.Module) -> Tensor:
     return load_safetensors(path)["latents"]
 
 
-def _stage_forecaster(run: _Run, latents: Tensor, kind: str, encoder: nn.Module, compressor: nn.Module) -> nn.Module | None:
+def _stage_forecaster(run: StageRun, latents: Tensor, kind: str, encoder: nn.Module, compressor: nn.Module) -> nn.Module | None:
     """Train the flow or regression forecaster on every rank (DDP); rank 0 saves; all load its copy."""
     from featureflow.forecast import Denoiser, FlowForecaster, RegressionForecaster
-    from featureflow.training.forecaster import forecaster_config, frames_to_latents, train_forecaster
+    from featureflow.training.config import ForecasterStageConfig
+    from featureflow.training.forecaster import frames_to_latents, train_forecaster
 
+    flow_spec = run.spec.forecaster or ForecasterStageConfig(denoiser={})  # a flow forecaster is always trained
+    spec = flow_spec if kind == "flow" else run.spec.regression
+    if spec is None:
+        return None
     fcfg = run.cfg.get("forecaster", {})
     section = fcfg if kind == "flow" else run.cfg.get("regression")
-    if section is None:
-        return None
     out = run.work / kind
     described = {"denoiser": fcfg.get("denoiser", {}), kind: section if kind == "regression" else fcfg}
     desc = run.describe(kind, described, "latents")
-    todo = run.needs_run(kind, desc, _done(out), [out])
+    todo = run.needs_run(kind, desc, stage_done(out), [out])
     if todo:
         ctx = run.ctx(kind)
-        den_cfg = dict(fcfg.get("denoiser", {}))
+        den_cfg = dict(flow_spec.denoiser or {})
         den_cfg.setdefault("latent_dim", int(latents.shape[-1]))
         torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed
         den = Denoiser(**den_cfg)
-        if kind == "flow":
-            model: nn.Module = FlowForecaster(den, **fcfg.get("flow", {}))
-        else:
-            model = RegressionForecaster(den, **section.get("model", {}))
+        model: nn.Module = (FlowForecaster if kind == "flow" else RegressionForecaster)(den, **spec.model)
         if getattr(model, "residual", False) and "residual_scale" not in model.config:
             model.fit_residual_scale(latents)  # (next - last) / scale has unit variance, like the source noise
-        train = dict(section.get("train", {}))
-        stream = train.pop("stream", None)
-        train.setdefault("seed", ctx.seed)
-        train.setdefault("ckpt_every", ctx.ckpt_every)
-        config = forecaster_config(**train)
+        config = spec.fit_config(seed=legacy_seed(ctx.ckpt_dir, ctx.seed), ckpt_every=ctx.ckpt_every)
+        stream = spec.stream
         data: Any = latents
         encode = None
         if stream:
@@ -330,13 +226,13 @@ def _stage_forecaster(run: _Run, latents: Tensor, kind: str, encoder: nn.Module,
             result.ema.copy_to(model)
         model.eval()
         if run.info.is_main:
-            _save_module(model, out)
+            save_stage(model, out)
             run.finished(kind, desc)
         ddp.barrier(f"saving the {kind} forecaster", long=True)
-    return _load_module(out)
+    return load_stage(out)
 
 
-def _stage_probes(run: _Run, shards: Any, compressor: nn.Module) -> dict[str, nn.Module]:
+def _stage_probes(run: StageRun, shards: Any, compressor: nn.Module) -> dict[str, nn.Module]:
     from featureflow.training.probes import train_probe
 
     pcfg = run.cfg.get("probes")
@@ -373,7 +269,7 @@ def _stage_probes(run: _Run, shards: Any, compressor: nn.Module) -> dict[str, nn
 
 
 def run_pipeline(
-    cfg: dict[str, Any], *, progress: bool = True, until: str | None = None, only: str | None = None
+    cfg: dict[str, Any] | PipelineConfig, *, progress: bool = True, until: str | None = None, only: str | None = None
 ) -> Path | None:
     """Run the stages of ``cfg`` in order (reusing finished ones); return the saved model directory.
 
@@ -381,7 +277,9 @@ def run_pipeline(
     path, the other ranks return ``None``.
 
     Args:
-        cfg: the pipeline config (see the module docstring).
+        cfg: the pipeline config (see the module docstring), as JSON or a
+            :class:`~featureflow.training.config.PipelineConfig`; every section is checked
+            first (an unknown key fails before anything trains).
         progress: show progress bars.
         until: stop after this stage (one of `STAGES`); the model is saved only by "assemble".
         only: ``"flow"`` or ``"regression"``: run the stages before the forecasters (or
@@ -400,8 +298,10 @@ def run_pipeline(
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
     if only not in (None, "flow", "regression"):
         raise ValueError(f"only must be 'flow' or 'regression', got {only!r}")
+    if isinstance(cfg, PipelineConfig):
+        cfg = cfg.to_dict()
     info = ddp.setup("cpu" if not torch.cuda.is_available() else None)
-    run = _Run(cfg, progress, info)
+    run = StageRun(cfg, progress, info)
     if info.is_main:
         run.work.mkdir(parents=True, exist_ok=True)
         save_json(cfg, run.work / "pipeline_config.json")
