@@ -15,8 +15,7 @@ from torch import Tensor, nn
 
 from featureflow.training.fingerprint import data_fingerprint, model_fingerprint
 from featureflow.training.loop import FitConfig, FitResult, fit
-from featureflow.utils import load_safetensors, save_json, save_safetensors
-from featureflow.version import FORMAT_VERSION, __version__
+from featureflow.utils import load_safetensors
 
 __all__ = ["train_forecaster", "forecaster_config", "FORECASTER_DEFAULTS", "frames_to_latents", "save_forecaster", "register"]
 

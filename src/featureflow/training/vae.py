@@ -22,7 +22,7 @@ from torch import nn
 from featureflow.compressors import FeatureVAE, as_feature_tensor, fit_statistics
 from featureflow.training.fingerprint import data_fingerprint, model_fingerprint
 from featureflow.training.loop import FitConfig, fit
-from featureflow.typing import Tensor
+from featureflow.typing import FrameFeatures, Tensor, typechecked
 from featureflow.utils import load_safetensors
 
 __all__ = ["train_vae", "VAEObjective", "VAETrainResult", "fit_compressor_statistics", "save_compressor", "register"]
@@ -100,7 +100,8 @@ class VAEObjective(nn.Module):
         self.vae = vae
         self.kl_weight = kl_weight
 
-    def loss(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    @typechecked
+    def loss(self, batch: FrameFeatures, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """The loss of a batch of features (b, h, w, D) and its float metrics."""
         ref = self.vae.feature_norm.mean
         x = batch.to(device=ref.device, dtype=ref.dtype)
