@@ -92,3 +92,28 @@ def test_stage_trainers_are_found_by_component_type(tmp_path):
     with pytest.raises(ValueError, match="encoder type .PixelPatchEncoder. has no registered trainer"), \
             pytest.warns(UserWarning):
         run_pipeline(cfg, progress=False, until="encoder")
+
+
+def test_probe_heads_train_where_the_data_has_labels(tmp_path, capsys):
+    """Own frames (no labels): the RGB head trains from the frames, a depth head is skipped with a
+    warning; with no head at all the CLI says the model cannot decode pictures yet."""
+    from featureflow.cli import main
+    from featureflow.data import write_frames
+    from featureflow.world import WorldModel
+
+    world = ToyWorld(resolution=16)
+    for i in range(3):
+        write_frames(world.clip(seed=100 + i, length=4).rgb, tmp_path / "clips" / f"clip{i}")
+    cfg = tiny_config(tmp_path)
+    cfg["data"] = {"world": "frames", "root": str(tmp_path / "clips"), "clip_length": 4, "resolution": 16}
+    cfg["encoder"].pop("train")
+    cfg.pop("regression")
+    cfg["probes"]["heads"] = {k: v for k, v in cfg["probes"]["heads"].items() if k in ("rgb", "depth")}
+    with pytest.warns(UserWarning, match=r"probe heads \['depth'\] not trained: the dataset has no such labels"):
+        out = run_pipeline(cfg, progress=False)
+    assert sorted(WorldModel.from_pretrained(out).probes) == ["rgb"]
+    cfg.pop("probes")
+    cfg["output"] = str(tmp_path / "model2")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]) == 0
+    assert "the model has no probe heads" in capsys.readouterr().out

@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -235,14 +236,27 @@ def _stage_forecaster(run: StageRun, latents: Tensor, kind: str, encoder: nn.Mod
 def _stage_probes(run: StageRun, shards: Any, compressor: nn.Module) -> dict[str, nn.Module]:
     from featureflow.training.probes import train_probe
 
+    from featureflow.data import dataset_labels
+
     pcfg = run.cfg.get("probes")
-    if not pcfg or run.cfg["data"].get("world", "toyworld") != "toyworld":
+    if not pcfg:
         return {}
+    available = {"rgb", *dataset_labels(clips_of(run.cfg))}  # the frames themselves are the RGB head's target
+    wanted = dict(pcfg.get("heads", {}))
+    skipped = sorted(set(wanted) - available)
+    if skipped:
+        message = (f"probe heads {skipped} not trained: the dataset has no such labels (it has {sorted(available)}); "
+                   "train them later with featureflow.training.train_probe on (features, target) batches and "
+                   "add them to the model (see docs/training.md)")
+        warnings.warn(message, stacklevel=2)
+        run.log.log(stage="probes", event="skipped", heads=skipped, labels=sorted(available))
     cache: list[tuple[Tensor, dict[str, Tensor]]] = []
     train = dict(pcfg.get("train", {}))
     batch = int(train.pop("batch_size", 32))
     heads: dict[str, nn.Module] = {}
-    for name, spec in pcfg.get("heads", {}).items():
+    for name, spec in wanted.items():
+        if name in skipped:
+            continue
         section = {"head": spec, "clips": pcfg.get("clips", 128), "train": pcfg.get("train", {})}
 
         def build(ctx: StageContext, spec: dict[str, Any] = spec, name: str = name) -> nn.Module:
@@ -366,6 +380,11 @@ def _run(args: argparse.Namespace) -> int:
         ddp.teardown()
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model written to {out}" if out else f"stopped after stage {args.only or args.until!r}")
+        if out is not None and not json.loads((Path(out) / "config.json").read_text()).get("probes"):
+            print("note: the model has no probe heads (no probes section, or the data has no labels for them): it "
+                  "forecasts features and latents but cannot decode pictures yet. Train heads with "
+                  "featureflow.training.train_probe on (features, target) batches, put them in model.probes "
+                  "and save_pretrained again (docs/training.md, 'Probe heads for your own data').")
     return 0
 
 
