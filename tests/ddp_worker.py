@@ -57,6 +57,15 @@ def train(out_dir: str) -> None:
             save_safetensors({**state, **{f"ema.{k}": v for k, v in ema.items()}},
                              f"{out_dir}/linear_{strategy}.safetensors",
                              metadata={"losses": ",".join(f"{x:.8f}" for x in r.losses)})
+        # killed after step 3 and resumed in a fresh model: the same weights (sharded optimizer state restored)
+        fit(linear_model(), linear_loss, linear_data(), batch_size=2, strategy=strategy, stop_at=3,
+            ckpt_dir=f"{out_dir}/{strategy}_resume", **LINEAR_KW)
+        again = linear_model()
+        fit(again, linear_loss, linear_data(), batch_size=2, strategy=strategy, resume=True,
+            ckpt_dir=f"{out_dir}/{strategy}_resume", **LINEAR_KW)
+        resumed = distributed.full_state_dict(again.state_dict())
+        if info.is_main:
+            save_safetensors(resumed, f"{out_dir}/linear_{strategy}_resumed.safetensors")
     distributed.teardown()
 
 

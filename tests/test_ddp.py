@@ -87,6 +87,8 @@ def test_two_gloo_ranks_train_like_one_process(tmp_path):
             torch.testing.assert_close(got[f"ema.{k}"], ref.ema.state_dict()[k], rtol=1e-5, atol=1e-6)
         assert _losses(tmp_path / f"linear_{strategy}.safetensors") == pytest.approx(ref.losses, rel=1e-5)
         assert load_checkpoint(tmp_path / strategy).step == 6
+        resumed = load_safetensors(tmp_path / f"linear_{strategy}_resumed.safetensors")
+        assert all(torch.equal(resumed[k], got[k]) for k in resumed), f"{strategy}: resume is not exact"
 
 
 def _free_port() -> int:
@@ -126,7 +128,7 @@ def test_pipeline_under_torchrun_runs_each_stage_once(tmp_path):
 
     cfg = tiny_config(tmp_path)
     cfg["forecaster"]["train"]["batch_size"] = 1  # per rank: a global batch of 2
-    cfg["regression"]["train"]["batch_size"] = 1
+    cfg["regression"]["train"].update(batch_size=1, strategy="fsdp")  # FSDP2 for one stage
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     proc = _torchrun("-m", "featureflow.cli", "train", "--config", str(tmp_path / "cfg.json"), "--no-progress")
     assert proc.stdout.count("model written to") == 1  # rank 0 reports

@@ -58,7 +58,7 @@ from featureflow.training.config import PipelineConfig
 from featureflow.training.pipeline_data import clips_of, probe_data
 from featureflow.training.registry import StageContext, trainable_types, trainer_for
 from featureflow.training.stage_state import (
-    CKPT_EVERY, StageRun, fresh_log, legacy_seed, load_stage, save_stage, stage_done, stage_seed,
+    CKPT_EVERY, StageRun, fresh_log, legacy_seed, load_stage, save_stage, stage_done, stage_seed, unsharded,
 )
 from featureflow.utils.config import build_component
 from featureflow.utils.io import load_safetensors, save_json, save_safetensors
@@ -100,8 +100,7 @@ def _shared_stage(run: StageRun, stage: str, section: Any, after: str | None, bu
             fresh_log(ctx.log_path)  # no checkpoint to continue: records of a killed attempt go
         ddp.barrier(f"starting stage {stage}", long=True)
         torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed (same on every rank)
-        module = build(ctx)
-        module.eval()
+        module = unsharded(build(ctx).eval())  # FSDP2: gather the full weights (every rank takes part)
         if run.info.is_main:
             save_stage(module, out)
             run.finished(stage, desc)
@@ -225,7 +224,7 @@ def _stage_forecaster(run: StageRun, latents: Tensor, kind: str, encoder: nn.Mod
                                   ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode)
         if result.ema is not None:
             result.ema.copy_to(model)
-        model.eval()
+        model = unsharded(model.eval())  # FSDP2: gather the full weights (every rank takes part)
         if run.info.is_main:
             save_stage(model, out)
             run.finished(kind, desc)

@@ -25,7 +25,7 @@ from featureflow.utils import JSONLLogger
 from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.io import save_json
 
-__all__ = ["CKPT_EVERY", "StageRun", "stage_seed", "save_stage", "load_stage", "stage_done", "legacy_seed",
+__all__ = ["CKPT_EVERY", "StageRun", "stage_seed", "unsharded", "save_stage", "load_stage", "stage_done", "legacy_seed",
            "fresh_log"]
 
 #: Checkpoint interval (optimizer steps) of every trainable stage when ``train.ckpt_every`` is not set.
@@ -118,6 +118,27 @@ class StageRun:
         if self.info.is_main:
             save_json({"fingerprint": self.prints[stage], "built_from": desc},
                       self.work / "stages" / f"{stage.replace('/', '_')}.json")
+
+
+def unsharded(module: nn.Module) -> nn.Module:
+    """``module`` itself, or (trained with FSDP2) a plain copy holding the gathered full weights.
+
+    A collective when the module is sharded: every rank must call it.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> unsharded(m) is m
+        True
+    """
+    from torch.distributed.tensor import DTensor
+    from featureflow.utils.config import build_component
+
+    state = module.state_dict()
+    if not any(isinstance(v, DTensor) for v in state.values()):
+        return module
+    plain = build_component(module.describe())
+    plain.load_state_dict(ddp.full_state_dict(state))
+    return plain.eval()
 
 
 def save_stage(module: nn.Module, directory: Path) -> None:
