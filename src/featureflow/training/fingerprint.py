@@ -54,7 +54,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
 
     Example:
         >>> fp = model_fingerprint(torch.nn.Linear(2, 3))
-        >>> fp["type"], fp["parameters"]["weight"]
+        >>> fp["type"], fp["parameters"].get("weight")
         ('Linear', [3, 2])
     """
     config = getattr(model, "config", None)
@@ -69,8 +69,8 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
     """The data's kind and size; for a tensor also its shape, dtype and a content hash.
 
     Example:
-        >>> data_fingerprint(torch.zeros(2, 3))["shape"]
-        [2, 3]
+        >>> tuple(data_fingerprint(torch.zeros(2, 3)).get("shape"))
+        (2, 3)
     """
     if isinstance(data, Tensor):
         flat = data.detach().to("cpu").contiguous()

@@ -78,7 +78,12 @@ def train_forecaster(
             ``encode`` turns into such a batch (e.g. fresh frames of a procedural world).
         config: optimisation settings (default :func:`forecaster_config`); keyword
             ``overrides`` (``steps=``, ``lr=``, ``ckpt_every=``, ``bf16=``, ...) replace fields.
-        log_path, ckpt_dir, resume, progress, device, stop_at: as in :func:`fit`.
+        log_path: JSONL log (as in :func:`fit`).
+        ckpt_dir: checkpoint folder (as in :func:`fit`).
+        resume: continue from the latest checkpoint in ``ckpt_dir``.
+        progress: show a progress bar.
+        device: where to train (as in :func:`fit`).
+        stop_at: stop after this optimizer step, as if killed (as in :func:`fit`).
         encode: optional map from a data batch to latent clips (b, T, h, w, C), run
             without gradients before every loss (see :func:`frames_to_latents`).
         desc: progress-bar label (default ``"flow"`` or ``"regression"`` by model type).
