@@ -104,3 +104,23 @@ def test_forecast_released_is_the_model_forecast_with_the_released_recipe():
     a = forecast_released(wm, frames, horizon=1, generator=torch.Generator().manual_seed(0))
     b = wm.forecast(frames, 1, recipe=ReleasedRecipe(), generator=torch.Generator().manual_seed(0))
     assert a.nfe == 9 and torch.equal(a.latents, b.latents)
+
+
+def test_recipe_sampling_takes_the_speed_options_and_the_size_limit(monkeypatch):
+    wm = _model()
+    with torch.no_grad():  # a trained-looking denoiser (a fresh one outputs zeros: adaLN-zero)
+        for param in wm.forecaster.parameters():
+            param.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(param.numel()))
+    wm.recipe = SamplingRecipe(steps=2, reencode=True)
+    frames = torch.rand(1, 2, 3, 16, 16)
+    ref = wm.forecast(frames, 1, 2, generator=torch.Generator().manual_seed(0))
+    fast = wm.forecast(frames, 1, 2, generator=torch.Generator().manual_seed(0), precision="bf16")
+    assert fast.latents.dtype == torch.float32 and not torch.equal(fast.latents, ref.latents)
+    torch.testing.assert_close(fast.latents, ref.latents, atol=0.1, rtol=0.1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        wm.forecast(frames, 1, precision="fp8")
+    monkeypatch.setattr("featureflow.world.checks.MAX_FORECAST_BYTES", 1000)  # 2x2x4 floats: 64 bytes a frame
+    with pytest.raises(ValueError, match=r"num_samples=4 x horizon=4 frames of 16 values\), more than the limit"):
+        wm.forecast(frames, 4, 4)
+    with pytest.raises(TypeError, match="takes a solver name"):
+        wm.forecast(frames, 1, solver=Euler(2), recipe=wm.recipe)

@@ -262,6 +262,11 @@ class WorldModel(nn.Module):
         frames = fit_frames(frames, self.trained_size, resize)
         if recipe is None and solver is None and baseline is None:
             recipe = self.recipe
+        ctx = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if autocast
+            else contextlib.nullcontext()
+        )
         if recipe is not None:
             if baseline is not None:
                 raise ValueError(f"baseline={baseline!r} and a sampling recipe exclude each other; pass one of them")
@@ -269,27 +274,30 @@ class WorldModel(nn.Module):
                 raise ValueError("sampling with a recipe is not action-conditioned; pass actions=None")
             if guidance != 1.0:
                 raise ValueError("sampling with a recipe has no guidance; pass a solver to sample without the recipe")
-            return self._forecast_recipe(frames, horizon, num_samples, recipe, solver, steps, generator, progress,
-                                         (int(H), int(W)))
-        forecaster = self.forecaster if baseline is None else self._baseline(baseline)
-        latents = self._encode_checked(frames[:, -self.max_context :])
-        check_forecast_size(int(latents.shape[0]), num_samples, horizon, latents[0, 0].numel())
-        forecaster = sampling_forecaster(forecaster, precision, bool(compile))
-        ctx = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if autocast
-            else contextlib.nullcontext()
-        )
-        kwargs: dict[str, Any] = dict(num_samples=num_samples, generator=generator, progress=progress)
-        if actions is not None:  # an action-conditioned forecaster refuses a missing one itself
-            kwargs["actions"] = torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
-        if baseline is None:
-            kwargs.update(solver=DEFAULT_SOLVER if solver is None else solver, steps=steps, guidance=guidance)
-        else:  # a baseline gets only the options the caller set, and refuses (or documents) them itself
-            kwargs.update({k: v for k, v, unset in (("solver", solver, None), ("steps", steps, None),
-                                                    ("guidance", guidance, 1.0)) if v != unset})
-        with ctx:
-            roll = forecaster.rollout(latents, horizon, **kwargs)
+            if solver is not None and not isinstance(solver, str):
+                raise TypeError(f"a sampling recipe takes a solver name, got {type(solver).__name__}")
+            forecaster = sampling_forecaster(self.forecaster, precision, bool(compile))
+            feats = self._features(frames[:, -(recipe.max_context or self.max_context) :])
+            latent_numel = int(feats.shape[2] * feats.shape[3]) * int(self.forecaster.latent_dim)
+            check_forecast_size(int(feats.shape[0]), num_samples, horizon, latent_numel)
+            with ctx:
+                roll = recipe_rollout(forecaster, self.compressor, feats, horizon, num_samples, recipe, solver, steps,
+                                      generator, progress)
+        else:
+            forecaster = self.forecaster if baseline is None else self._baseline(baseline)
+            latents = self._encode_checked(frames[:, -self.max_context :])
+            check_forecast_size(int(latents.shape[0]), num_samples, horizon, latents[0, 0].numel())
+            forecaster = sampling_forecaster(forecaster, precision, bool(compile))
+            kwargs: dict[str, Any] = dict(num_samples=num_samples, generator=generator, progress=progress)
+            if actions is not None:  # an action-conditioned forecaster refuses a missing one itself
+                kwargs["actions"] = torch.as_tensor(actions, dtype=torch.float32, device=latents.device)
+            if baseline is None:
+                kwargs.update(solver=DEFAULT_SOLVER if solver is None else solver, steps=steps, guidance=guidance)
+            else:  # a baseline gets only the options the caller set, and refuses (or documents) them itself
+                kwargs.update({k: v for k, v, unset in (("solver", solver, None), ("steps", steps, None),
+                                                        ("guidance", guidance, 1.0)) if v != unset})
+            with ctx:
+                roll = forecaster.rollout(latents, horizon, **kwargs)
         check_output(f"the forecaster ({type(forecaster).__name__})", roll.latents)
         return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=(int(H), int(W)), model=self)
 
@@ -301,18 +309,6 @@ class WorldModel(nn.Module):
         if name == COPY_LAST:
             return CopyLastForecaster()
         raise ValueError(f"unknown baseline {name!r}; this model has {sorted({*self.baselines, COPY_LAST})}")
-
-    def _forecast_recipe(self, frames: Tensor, horizon: int, num_samples: int, recipe: SamplingRecipe,
-                         solver: str | ODESolver | None, steps: int | None, generator: torch.Generator | None,
-                         progress: bool, size: tuple[int, int]) -> Forecast:
-        """`forecast` as ``recipe`` says, from checked frames (see `recipe_rollout`)."""
-        if solver is not None and not isinstance(solver, str):
-            raise TypeError(f"a sampling recipe takes a solver name, got {type(solver).__name__}")
-        feats = encode_frames(self.encoder, frames[:, -(recipe.max_context or self.max_context) :].to(self.device))
-        roll = recipe_rollout(self.forecaster, self.compressor, feats, horizon, num_samples, recipe, solver, steps,
-                              generator, progress)
-        check_output(f"the forecaster ({type(self.forecaster).__name__})", roll.latents)
-        return Forecast(latents=roll.latents.float(), nfe=int(roll.nfe), image_size=size, model=self)
 
     @torch.no_grad()
     @typechecked
