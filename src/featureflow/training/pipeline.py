@@ -44,6 +44,7 @@ the probe stage needs ToyWorld's targets and is skipped otherwise.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import warnings
@@ -100,7 +101,7 @@ def _shared_stage(run: StageRun, stage: str, section: Any, after: str | None, bu
             fresh_log(ctx.log_path)  # no checkpoint to continue: records of a killed attempt go
         ddp.barrier(f"starting stage {stage}", long=True)
         torch.manual_seed(ctx.seed)  # the model's initial weights come from the stage's seed (same on every rank)
-        module = unsharded(build(ctx).eval())  # FSDP2: gather the full weights (every rank takes part)
+        module = unsharded(build(ctx).eval()).cpu()  # FSDP2: gather the full weights (every rank takes part)
         if run.info.is_main:
             save_stage(module, out)
             run.finished(stage, desc)
@@ -219,12 +220,15 @@ def _stage_forecaster(run: StageRun, latents: Tensor, kind: str, encoder: nn.Mod
                                  stride=int(stream.get("stride", data_cfg.get("stride", 1))),
                                  resolution=int(data_cfg.get("resolution", 64)),
                                  warmup=int(data_cfg.get("warmup", 0)), modalities=("rgb",))
+            if ctx.device.type != "cpu":
+                # the frozen stages encode on the training device; copies, as the CPU ones are saved
+                encoder, compressor = (copy.deepcopy(m).to(ctx.device) for m in (encoder, compressor))
             encode = frames_to_latents(encoder, compressor)
         result = train_forecaster(model, data, config, progress=run.progress, log_path=ctx.log_path,
-                                  ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode)
+                                  ckpt_dir=ctx.ckpt_dir, resume=True, encode=encode, device=ctx.device)
         if result.ema is not None:
             result.ema.copy_to(model)
-        model = unsharded(model.eval())  # FSDP2: gather the full weights (every rank takes part)
+        model = unsharded(model.eval()).cpu()  # FSDP2: gather the full weights (every rank takes part)
         if run.info.is_main:
             save_stage(model, out)
             run.finished(kind, desc)
@@ -273,7 +277,7 @@ def _stage_probes(run: StageRun, shards: Any, compressor: nn.Module) -> dict[str
 
             settings = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
             train_probe(head, batches(), progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir,
-                        resume=True, **settings)
+                        resume=True, device=ctx.device, **settings)
             return head
 
         heads[name] = _shared_stage(run, f"probes/{name}", section, "compressor", build, run.work / "probes" / name,
@@ -313,7 +317,7 @@ def run_pipeline(
         raise ValueError(f"only must be 'flow' or 'regression', got {only!r}")
     if isinstance(cfg, PipelineConfig):
         cfg = cfg.to_dict()
-    info = ddp.setup("cpu" if not torch.cuda.is_available() else None)
+    info = ddp.setup()  # CUDA (this rank's GPU) when present, else the CPU
     run = StageRun(cfg, progress, info)
     if info.is_main:
         run.work.mkdir(parents=True, exist_ok=True)

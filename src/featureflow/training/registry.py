@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from featureflow.training import distributed as ddp
@@ -45,6 +46,7 @@ class StageContext:
         progress: show progress bars.
         info: this process's place in a ``torchrun`` world.
         ckpt_every: checkpoint interval (optimizer steps) when the ``train`` section sets none.
+        device: where to train (this rank's GPU when CUDA is present, else the CPU).
     """
 
     config: dict[str, Any]
@@ -54,6 +56,7 @@ class StageContext:
     progress: bool = True
     info: ddp.DistInfo = ddp.DistInfo()
     ckpt_every: int | None = None
+    device: torch.device = torch.device("cpu")
 
 
 #: ``trainer(component, data, train_section, ctx)``: train ``component`` in place.
@@ -113,6 +116,7 @@ def _train_toy_encoder(encoder: nn.Module, data: Any, train: dict[str, Any], ctx
                          "ToyWorld's depth, normals and segmentation); drop encoder.train to use it frozen")
     world = ToyWorld(resolution=int(data_cfg.get("resolution", 64)))
     train = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
+    encoder.to(ctx.device)
     train_toy_encoder(encoder, world, progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir, resume=True,
                       **train)
 
@@ -122,7 +126,8 @@ def _train_feature_vae(comp: nn.Module, features: Any, train: dict[str, Any], ct
     from featureflow.training.vae import train_vae
 
     train = {"seed": ctx.seed, "ckpt_every": ctx.ckpt_every, **train}
-    train_vae(comp, features, progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir, resume=True, **train)
+    train_vae(comp, features, progress=ctx.progress, log_path=ctx.log_path, ckpt_dir=ctx.ckpt_dir, resume=True,
+              device=ctx.device, **train)
 
 
 @register_trainer("compressor", "PCA")

@@ -77,7 +77,7 @@ class StageRun:
         return StageContext(config=self.cfg, seed=stage_seed(self.seed, stage),
                             log_path=self.work / "logs" / f"{log_name or stage}.jsonl",
                             ckpt_dir=self.work / "checkpoints" / stage, progress=self.progress, info=self.info,
-                            ckpt_every=CKPT_EVERY)
+                            ckpt_every=CKPT_EVERY, device=self.info.device)
 
     def describe(self, stage: str, section: Any, after: str | None) -> dict[str, Any]:
         """What a stage is built from: its section, the data settings, its seed, the previous stage."""
