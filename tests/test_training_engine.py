@@ -117,3 +117,20 @@ def test_probe_heads_train_where_the_data_has_labels(tmp_path, capsys):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert main(["train", "--config", str(tmp_path / "cfg.json"), "--no-progress"]) == 0
     assert "the model has no probe heads" in capsys.readouterr().out
+
+
+def test_the_pipeline_takes_a_frozen_dinov2_encoder(tmp_path):
+    """Any registered encoder works in `featureflow train`: a (tiny, random, self-contained) DINOv2."""
+    pytest.importorskip("transformers")
+    from featureflow.world import WorldModel
+
+    cfg = tiny_config(tmp_path)
+    hf = {"model_type": "dinov2", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+          "intermediate_size": 32, "patch_size": 8, "image_size": 16}
+    cfg["encoder"] = {"type": "DINOv2Encoder",
+                      "config": {"model": "tiny-dinov2", "blocks": [0, 1], "reference": False, "hf_config": hf}}
+    cfg.pop("regression")
+    out = run_pipeline(cfg, progress=False)
+    wm = WorldModel.from_pretrained(out)
+    assert type(wm.encoder).__name__ == "DINOv2Encoder" and wm.encoder.feature_dim == 32
+    assert sorted(wm.probes) == ["depth", "normals", "rgb", "segmentation"]
