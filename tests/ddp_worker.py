@@ -35,7 +35,7 @@ def linear_model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.ModuleList([torch.nn.Linear(8, 1)])[0])
 
 
-LINEAR_KW = dict(steps=6, lr=0.05, warmup=1, grad_accum=2, ema_decay=0.9, progress=False)
+LINEAR_KW = dict(steps=6, lr=0.05, warmup=1, grad_accum=2, ema_decay=0.9, progress=False, find_unused_parameters=False)
 
 
 def train(out_dir: str) -> None:

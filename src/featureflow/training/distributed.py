@@ -313,7 +313,7 @@ def _fsdp_units(module: nn.Module) -> list[nn.Module]:
     return [block for child in module.modules() if isinstance(child, nn.ModuleList) for block in child]
 
 
-def wrap(module: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Module:
+def wrap(module: nn.Module, info: DistInfo, strategy: str = "ddp", *, find_unused_parameters: bool = True) -> nn.Module:
     """Put ``module`` under PyTorch's data-parallel engine (identity when not distributed).
 
     ``"ddp"``: `DistributedDataParallel` (rank 0's weights and buffers are broadcast at
@@ -342,7 +342,8 @@ def wrap(module: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Module:
         return module
     ids = [info.local_rank] if info.device.type == "cuda" else None
     with collective_errors("DistributedDataParallel setup"):
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids,
+                                                   find_unused_parameters=find_unused_parameters)
 
 
 def full_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

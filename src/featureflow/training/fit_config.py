@@ -42,6 +42,8 @@ class FitConfig:
         seed: seed of the data order, the loss generator and the global RNG.
         strategy: ``"ddp"`` or ``"fsdp"`` under torchrun (ignored in one process).
         log_every: write a JSONL record every this many optimizer steps (and the last).
+        find_unused_parameters: DDP looks for parameters without a gradient every step
+            (safe for any model; ``False`` is faster when every parameter gets one).
 
     Example:
         >>> cfg = FitConfig.from_dict({"steps": 10, "lr": 1e-3})
@@ -65,6 +67,7 @@ class FitConfig:
     seed: int = 0
     strategy: str = "ddp"
     log_every: int = 1
+    find_unused_parameters: bool = True
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))

@@ -244,7 +244,8 @@ def fit(
         torch.manual_seed(cfg.seed)
         if resume and log_path is not None and info.is_main:
             _truncate_log(Path(log_path), 0)  # no checkpoint to continue: records of a killed attempt go
-    wrapped = ddp.wrap(_LossModule(model, loss_fn), info, cfg.strategy)  # DDP broadcasts rank 0's weights
+    # DDP broadcasts rank 0's weights at construction
+    wrapped = ddp.wrap(_LossModule(model, loss_fn), info, cfg.strategy, find_unused_parameters=cfg.find_unused_parameters)
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them by sharded ones
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay is not None else None
