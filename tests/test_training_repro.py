@@ -110,3 +110,15 @@ def test_a_stage_killed_mid_training_resumes_bit_identically(tmp_path, monkeypat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = tmp_path / "killed" / "work" / "logs" / "compressor.jsonl"
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_changing_the_clips_keeps_the_encoder(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run_pipeline(cfg, progress=False, until="features")
+    encoder = (tmp_path / "work" / "encoder" / "component.safetensors").read_bytes()
+    cfg["data"]["train_clips"] = 5
+    with pytest.warns(UserWarning, match=r"stage 'features' .*data\.train_clips: 6 -> 5"):
+        run_pipeline(cfg, progress=False, until="features")
+    assert (tmp_path / "work" / "encoder" / "component.safetensors").read_bytes() == encoder
+    assert sorted(p.name for p in (tmp_path / "work" / "features").glob("shard_*")) == ["shard_00000.safetensors",
+                                                                                        "shard_00001.safetensors"]

@@ -35,6 +35,10 @@ CKPT_EVERY = 250
 _RUNTIME_KEYS = ("ckpt_every", "log_every")
 
 
+# The data settings the encoder stage depends on.
+_ENCODER_DATA_KEYS = ("world", "dataset", "resolution")
+
+
 def stage_seed(seed: int, stage: str) -> int:
     """The seed of one stage: a hash of the config's ``seed`` and the stage name (< 2**31).
 
@@ -80,8 +84,15 @@ class StageRun:
                             ckpt_every=CKPT_EVERY, device=self.info.device)
 
     def describe(self, stage: str, section: Any, after: str | None) -> dict[str, Any]:
-        """What a stage is built from: its section, the data settings, its seed, the previous stage."""
-        return jsonable({"section": _without_runtime(section), "data": self.cfg["data"],
+        """What a stage is built from: its section, the data settings, its seed, the previous stage.
+
+        The encoder depends only on the dataset's kind and resolution (a trained ToyEncoder
+        renders its own frames), so changing which clips are used retrains from the features on.
+        """
+        data = self.cfg["data"]
+        if stage == "encoder":
+            data = {k: v for k, v in data.items() if k in _ENCODER_DATA_KEYS}
+        return jsonable({"section": _without_runtime(section), "data": data,
                          "seed": stage_seed(self.seed, stage), "after": self.prints.get(after) if after else None})
 
     def needs_run(self, stage: str, desc: dict[str, Any], done: Callable[[], bool], outputs: list[Path]) -> bool:
