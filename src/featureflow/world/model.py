@@ -86,7 +86,8 @@ class WorldModel(nn.Module):
         forecaster: samples future latents (`featureflow.forecast.FlowForecaster`).
         probes: modality name → task head (`featureflow.probes`), e.g. {"depth": DepthHead(...)}.
         baselines: optional extra forecasters selectable by name in `forecast(baseline=...)`,
-            e.g. {"regression": RegressionForecaster(...)}.
+            e.g. {"regression": RegressionForecaster(...)}; ``"copy-last"``
+            (`featureflow.forecast.CopyLastForecaster`) is always available.
 
     Example:
         >>> import featureflow as ff  # doctest: +SKIP
