@@ -182,7 +182,53 @@ def render(results: dict[str, Any], prefix: str, args: Any, total: float) -> str
         if key == "quality" and key in results:
             lines += latent_comparison(results[key], Path(args.out), prefix)
     lines += recipe_pilots(Path(args.out))
+    lines += bundle_history(results.get("quality"), Path(args.out))
     return "\n".join(lines).rstrip() + "\n"
+
+
+#: Quality runs of earlier bundled models (``quality.json`` kept in these folders of ``--out``).
+EARLIER_BUNDLES = {
+    "previous_bundle": "first bundle (one target per clip, EMA from the initial weights, 1200/800 steps)",
+    "previous_bundle_2": "teacher forcing, scaled residual, fresh clips, EMA warm-up, logit-normal times, 1200 steps",
+}
+
+
+def bundle_history(q: dict[str, Any] | None, out: Path) -> list[str]:
+    """The "earlier bundles" section: the headline figures of the stored quality runs of
+    earlier bundled models next to this run's (same protocol, test split)."""
+    runs = [(label, json.loads((out / d / "quality.json").read_text())) for d, label in EARLIER_BUNDLES.items()
+            if (out / d / "quality.json").exists()]
+    if not runs or q is None:
+        return []
+    runs.append(("this run", q))
+
+    def get(res: dict[str, Any], *keys: str) -> str:
+        node: Any = res["results"]
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return "—"
+            node = node[k]
+        return f"{node['mean']:.2f}" if isinstance(node, dict) and "mean" in node else "—"
+
+    header = ["bundle", "regr. skill \|C\|=4 t+3", "regr. mIoU obj \|C\|=4 t+1 / t+3",
+              "flow ens. k=8 − regr. \|C\|=4 t+1", "flow mean-of-K − regr. \|C\|=1 t+1",
+              "static error flow/regr. \|C\|=4 t+1", "copy-last / oracle mIoU obj t+1"]
+    lines = ["## Earlier bundles", "",
+             "The same protocol (test split, N = 64, K = 8, Heun 4) on the models shipped before this one "
+             "(their JSON is kept in `docs/benchmarks/previous_bundle*/`):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, res in runs:
+        rows4, rows1 = ("|C|=4", "t+1", "rows"), ("|C|=1", "t+1")
+        lines.append("| " + " | ".join([
+            label, get(res, "|C|=4", "t+3", "skill", "regression"),
+            f"{get(res, *rows4, 'regression', 'miou_obj')} / {get(res, '|C|=4', 't+3', 'rows', 'regression', 'miou_obj')}",
+            get(res, "|C|=4", "t+1", "gap_vs_regression", "flow ensemble mean, k=8", "miou_obj"),
+            get(res, *rows1, "gap_vs_regression", "flow, mean of K", "miou_obj"),
+            get(res, "|C|=4", "t+1", "latent_static_flow_over_regression"),
+            f"{get(res, *rows4, 'copy last frame', 'miou_obj')} / "
+            f"{get(res, *rows4, 'oracle (probe on true future features)', 'miou_obj')}",
+        ]) + " |")
+    return lines + [""]
 
 
 def recipe_pilots(out: Path) -> list[str]:
