@@ -29,7 +29,7 @@ from featureflow import (
     world,
 )
 from featureflow.typing import ShapeError
-from featureflow.world import Forecast, WorldModel
+from featureflow.world import Forecast, SamplingRecipe, WorldModel
 from featureflow.version import FORMAT_VERSION, __version__
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "ShapeError",
     "WorldModel",
     "Forecast",
+    "SamplingRecipe",
     "compat",
     "compressors",
     "data",
