@@ -14,7 +14,7 @@ from featureflow.utils import build_component
 __all__ = [
     "ImageSize",
     "RESIZE_MODES",
-    "check_features",
+    "check_head_input",
     "check_resize_mode",
     "split_blocks",
     "resize",
@@ -29,7 +29,7 @@ ImageSize = Union[tuple[int, int], list[int], None]
 RESIZE_MODES = ("bilinear", "bicubic", "nearest")
 
 
-def check_features(owner: str, features: Tensor, feature_dim: int, detail: str = "") -> None:
+def check_head_input(owner: str, features: Tensor, feature_dim: int, detail: str = "") -> None:
     """Raise a clear error unless ``features`` is finite and (b, h, w, ``feature_dim``)."""
     if features.ndim != 4 or features.shape[-1] != feature_dim:
         extra = f" ({detail})" if detail else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize
+from featureflow.probes._common import ImageSize, check_head_input, check_resize_mode, resize
 from featureflow.typing import Float, FrameFeatures, typechecked
 from featureflow.utils import Configurable, record_config, register_component
 
@@ -88,7 +88,7 @@ class ConvDecoderHead(nn.Module, Configurable):
     @typechecked
     def forward(self, features: FrameFeatures, size: ImageSize = None) -> Float[Tensor, "b c H W"]:
         """Raw output (b, out_channels, H, W); grid × 2**num_upsamples when ``size`` is None."""
-        check_features("ConvDecoderHead", features, self.feature_dim)
+        check_head_input("ConvDecoderHead", features, self.feature_dim)
         x = self.proj(self.norm(features).permute(0, 3, 1, 2))
         x = x + self.mix(x)
         out = self.out(self.stages(x))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize, split_blocks
+from featureflow.probes._common import ImageSize, check_head_input, check_resize_mode, resize, split_blocks
 from featureflow.probes.dpt_blocks import FusionBlock, make_output_conv
 from featureflow.typing import Float, FrameFeatures, typechecked
 from featureflow.utils import Configurable, int_list, load_safetensors, record_config, register_component
@@ -122,7 +122,7 @@ class DPTHead(nn.Module, Configurable):
     @typechecked
     def forward(self, features: FrameFeatures, size: ImageSize = None) -> Float[Tensor, "b c H W"]:
         """Raw output (b, nclass, H, W); native 8× grid when ``size`` is None."""
-        check_features(
+        check_head_input(
             "DPTHead",
             features,
             self.feature_dim,

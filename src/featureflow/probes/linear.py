@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from featureflow.probes._common import ImageSize, check_features, check_resize_mode, resize
+from featureflow.probes._common import ImageSize, check_head_input, check_resize_mode, resize
 from featureflow.typing import Float, FrameFeatures, typechecked
 from featureflow.utils import Configurable, record_config, register_component
 
@@ -57,7 +57,7 @@ class LinearHead(nn.Module, Configurable):
     @typechecked
     def forward(self, features: FrameFeatures, size: ImageSize = None) -> Float[Tensor, "b c H W"]:
         """Raw output (b, out_channels, H, W); the patch grid when ``size`` is None."""
-        check_features("LinearHead", features, self.feature_dim)
+        check_head_input("LinearHead", features, self.feature_dim)
         x = features.permute(0, 3, 1, 2)
         out = self.linear(self.norm(x))
         return resize(out, size, self.resize_mode)
