@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from featureflow.forecast.rollout import Rollout, _randint, draw_window
 from featureflow.forecast.rollout import SampleStreams
-from featureflow.solvers import ODESolver, resolve
+from featureflow.solvers import DEFAULT_SOLVER, ODESolver, resolve
 from featureflow.typing import Float, Latents, check_finite, typechecked
 from featureflow.utils import Configurable, build_component, progress_bar
 
@@ -303,14 +303,14 @@ class ForecasterBase(nn.Module, Configurable):
         check_finite("context", context)
         return context[:, -self.max_context :]
 
-    @typechecked
     @torch.no_grad()
+    @typechecked
     def rollout(
         self,
         context: Latents,
         horizon: int,
         num_samples: int = 1,
-        solver: str | ODESolver = "euler",
+        solver: str | ODESolver = DEFAULT_SOLVER,
         steps: int | None = None,
         generator: torch.Generator | None = None,
         guidance: float | int = 1.0,
@@ -374,7 +374,7 @@ class ForecasterBase(nn.Module, Configurable):
         self,
         context: Latents,
         num_samples: int = 1,
-        solver: str | ODESolver = "euler",
+        solver: str | ODESolver = DEFAULT_SOLVER,
         steps: int | None = None,
         generator: torch.Generator | None = None,
         guidance: float | int = 1.0,
