@@ -1,4 +1,4 @@
-"""Forecasting latents: the denoiser trunk, flow-matching and regression forecasters, rollouts.
+"""Forecasting latents: the denoiser trunk, flow-matching, MeanFlow and regression forecasters, rollouts.
 
 Example:
     >>> import torch
@@ -14,6 +14,7 @@ from featureflow.forecast.causal_denoiser import CausalDenoiser
 from featureflow.forecast.denoiser import Denoiser, DenoiserState
 from featureflow.forecast.vfmf_denoiser import VFMFDenoiser
 from featureflow.forecast.flow import FlowForecaster
+from featureflow.forecast.meanflow import MeanFlowForecaster
 from featureflow.forecast.protocols import DenoiserProtocol, Forecaster
 from featureflow.forecast.regression import RegressionForecaster
 from featureflow.forecast.rollout import Rollout, draw_window
@@ -24,6 +25,7 @@ __all__ = [
     "VFMFDenoiser",
     "DenoiserState",
     "FlowForecaster",
+    "MeanFlowForecaster",
     "RegressionForecaster",
     "ForecasterBase",
     "CopyLastForecaster",

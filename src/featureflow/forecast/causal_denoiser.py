@@ -27,6 +27,13 @@ __all__ = ["CausalDenoiser"]
 class CausalDenoiser(Denoiser):
     """The causal denoiser (``Denoiser(arch="causal", ...)``; arguments as in `Denoiser`).
 
+    ``interval_cond=True`` adds a second time input, the interval length ``h`` of an
+    average velocity (`MeanFlowForecaster`): ``velocity``, ``step`` and
+    ``teacher_forced`` then take ``h`` (None = 0). Its embedding's last layer starts at
+    zero, so a plain flow denoiser's weights load into it (``load_state_dict(...,
+    strict=False)``, only the ``interval_embed`` keys missing) with the same outputs at any
+    ``h``. Only recorded in the config when on, so older configs load unchanged.
+
     Example:
         >>> import torch
         >>> den = CausalDenoiser(latent_dim=4, width=32, depth=1, heads=2, max_context=2)
@@ -39,18 +46,30 @@ class CausalDenoiser(Denoiser):
 
     arch = "causal"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, interval_cond: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c = self.config
+        if not isinstance(interval_cond, bool):
+            raise ValueError(f"interval_cond must be True or False, got {interval_cond!r}")
+        if interval_cond:  # only recorded when on, so configs saved without it stay valid
+            c["interval_cond"] = True
         self.trunk: nn.Module = CausalTrunk(
             c["latent_dim"], c["width"], c["depth"], c["heads"], self.hidden, dropout=c["dropout"],
             frequency_dim=c["frequency_dim"], rope_base=c["rope_base"], cond_dim=c["cond_dim"],
+            interval_cond=interval_cond,
         )  # fmt: skip
 
-    def _window_velocity(self, frames: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+    @property
+    def interval_cond(self) -> bool:
+        """True when the denoiser takes an interval length ``h`` (average velocities)."""
+        return bool(self.config.get("interval_cond", False))
+
+    def _window_velocity(self, frames: Tensor, t: Tensor, cond: Tensor | None, h: Tensor | None = None) -> Tensor:
         b = frames.shape[0]
         times = torch.cat([frames.new_ones(b, frames.shape[1] - 1), t[:, None].to(frames.dtype)], dim=1)
-        return self.trunk(frames, times, cond)
+        if h is None:
+            return self.trunk(frames, times, cond)
+        return self.trunk(frames, times, cond, h.to(frames.dtype))
 
     @property
     def teacher_forcing(self) -> bool:
@@ -65,6 +84,7 @@ class CausalDenoiser(Denoiser):
         t: Float[Tensor, "b T1"],
         lengths: list[int] | tuple[int, ...],
         cond: Float[Tensor, "b T1 d"] | None = None,
+        h: Float[Tensor, "b T1"] | None = None,
     ) -> Float[Tensor, "b T1 h w C"]:
         """Velocities of every target frame of clean clips in one pass.
 
@@ -79,6 +99,7 @@ class CausalDenoiser(Denoiser):
             t: (b, T - 1) their flow times.
             lengths: T - 1 context lengths, each in 0..min(j, max_context).
             cond: optional (b, T - 1, cond_dim) conditioning of each target.
+            h: (b, T - 1) interval lengths of the targets (``interval_cond`` only; None = 0).
 
         Example:
             >>> import torch
@@ -96,7 +117,11 @@ class CausalDenoiser(Denoiser):
             raise ValueError(f"lengths: at most max_context={self.max_context} context frames, got {list(lengths)}")
         if cond is not None:
             self._check_cond(cond.reshape(-1, cond.shape[-1]), b * (T - 1))
-        return self.trunk.teacher_forced(clip, x_t, t.to(clip.dtype), teacher_mask(lengths, clip.device), cond)
+        mask = teacher_mask(lengths, clip.device)
+        if h is None:
+            return self.trunk.teacher_forced(clip, x_t, t.to(clip.dtype), mask, cond)
+        self._check_interval(h.reshape(-1), b * (T - 1))
+        return self.trunk.teacher_forced(clip, x_t, t.to(clip.dtype), mask, cond, h.to(clip.dtype))
 
     # --------------------------------------------------------------- cached
     @typechecked
@@ -137,8 +162,12 @@ class CausalDenoiser(Denoiser):
         x_t: Float[Tensor, "b h w C"],
         t: Float[Tensor, "b"] | Float[Tensor, ""],
         cond: Float[Tensor, "b d"] | None = None,
+        h: Float[Tensor, "b"] | Float[Tensor, ""] | None = None,
     ) -> Float[Tensor, "b h w C"]:
         """Velocity of ``x_t`` given the state's window: the same value as :meth:`velocity`.
+
+        With ``interval_cond``, ``h`` is the interval length of an average velocity
+        (None = 0, the instantaneous velocity).
 
         Only the target frame's tokens run (its temporal queries attend to the cached
         context keys/values).
@@ -151,15 +180,18 @@ class CausalDenoiser(Denoiser):
             torch.Size([2, 3, 3, 4])
         """
         t = self._check_step(state, x_t, t, cond)
+        if h is not None:
+            h = self._check_interval(h, x_t.shape[0])
         if state.num_frames == 0:
-            return self.velocity(None, x_t, t, cond)
+            return self.velocity(None, x_t, t, cond, h=h)
         dt = self.weight_dtype
         xt, tt, cc = x_t.to(dt), t.to(dt), None if cond is None else cond.to(dt)
+        extra = () if h is None else (h.to(dt),)
         if state.key_window and writable(state.key_window[0]):
             fn = COMPILED_STEPS.get(self, self.trunk.step_window)
-            v = fn(state.key_window, state.value_window, xt, tt, cc)
+            v = fn(state.key_window, state.value_window, xt, tt, cc, *extra)
         else:
-            v = self.trunk.step(state.keys, state.values, xt, tt, cc)
+            v = self.trunk.step(state.keys, state.values, xt, tt, cc, *extra)
         return v.to(x_t.dtype)
 
     @typechecked

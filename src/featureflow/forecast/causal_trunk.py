@@ -158,6 +158,11 @@ class CausalTrunk(nn.Module):
         rope_base: rotary wavelength base for both the temporal and the spatial axes.
         cond_dim: size of an optional extra conditioning vector for the target frame
             (embedded by :class:`~featureflow.forecast.layers.CondEmbedding`).
+        interval_cond: a second time input for the target frame, the interval length
+            ``h`` of an average velocity (MeanFlow): its embedding (a
+            :class:`~featureflow.forecast.layers.TimeEmbedding` whose last layer starts at
+            zero) is added to the target's conditioning, so a plain flow trunk's weights
+            load into it with the same outputs at any ``h``. ``h`` = None means 0.
 
     Example:
         >>> import torch
@@ -177,6 +182,7 @@ class CausalTrunk(nn.Module):
         frequency_dim: int = 256,
         rope_base: float = 100.0,
         cond_dim: int | None = None,
+        interval_cond: bool = False,
     ) -> None:
         super().__init__()
         if width % heads != 0 or (width // heads) % 4 != 0:
@@ -193,6 +199,12 @@ class CausalTrunk(nn.Module):
         for lin in (self.final_ada, self.final_linear):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+        # built last, so the other modules draw the same initial weights with or without it
+        self.interval_embed: TimeEmbedding | None = None
+        if interval_cond:
+            self.interval_embed = TimeEmbedding(width, frequency_dim)
+            nn.init.zeros_(self.interval_embed.mlp.fc2.weight)  # zero at the start: a plain flow's outputs
+            nn.init.zeros_(self.interval_embed.mlp.fc2.bias)
 
     # ----------------------------------------------------------------- helpers
     def _time_rope(self, n: int, device: torch.device, start: int = 0) -> tuple[Tensor, Tensor]:
@@ -212,12 +224,24 @@ class CausalTrunk(nn.Module):
                 self._rope_cache[key] = grid_angles(h, w, self.head_dim, self.rope_base, device=device)
         return self._rope_cache[key]
 
-    def _conditioning(self, times: Tensor, cond: Tensor | None) -> Tensor:
+    def _interval(self, h: Tensor | None, like: Tensor) -> Tensor | None:
+        """The embedding of interval lengths ``h`` (shaped like the target times ``like``;
+        None = 0), or None for a trunk without ``interval_cond``."""
+        if self.interval_embed is None:
+            if h is not None:
+                raise ValueError("this denoiser was built without interval_cond; pass h=None or set interval_cond=True")
+            return None
+        return self.interval_embed(like.new_zeros(like.shape) if h is None else h.to(like.dtype))
+
+    def _conditioning(self, times: Tensor, cond: Tensor | None, h: Tensor | None = None) -> Tensor:
         c = self.time_embed(times)  # (b, n, d)
+        extra = self._interval(h, times[:, -1])
         if cond is not None:
             if self.cond_embed is None:
                 raise ValueError("this denoiser was built without cond_dim; pass cond=None or set cond_dim")
-            c = torch.cat([c[:, :-1], c[:, -1:] + self.cond_embed(cond)[:, None]], dim=1)
+            extra = self.cond_embed(cond) if extra is None else extra + self.cond_embed(cond)
+        if extra is not None:
+            c = torch.cat([c[:, :-1], c[:, -1:] + extra[:, None]], dim=1)
         return c
 
     def _final(self, z: Tensor, c: Tensor, h: int, w: int) -> Tensor:
@@ -226,11 +250,12 @@ class CausalTrunk(nn.Module):
         return self.final_linear(z).reshape(z.shape[0], h, w, -1)
 
     # ------------------------------------------------------------- uncached
-    def forward(self, frames: Tensor, times: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Velocity of the last of ``frames`` (b, n, h, w, C) given flow times (b, n)."""
+    def forward(self, frames: Tensor, times: Tensor, cond: Tensor | None = None, interval: Tensor | None = None) -> Tensor:
+        """Velocity of the last of ``frames`` (b, n, h, w, C) given flow times (b, n) (and,
+        with ``interval_cond``, the target's interval lengths ``interval`` (b,))."""
         b, n, h, w, _ = frames.shape
         z = self.embed_in(frames).reshape(b, n, h * w, self.width)
-        c = self._conditioning(times, cond)
+        c = self._conditioning(times, cond, interval)
         t_rope = self._time_rope(n, frames.device)
         s_rope = self._space_rope(h, w, frames.device)
         mask = context_mask(n, frames.device)
@@ -240,7 +265,8 @@ class CausalTrunk(nn.Module):
 
     # -------------------------------------------------------- teacher forcing
     def teacher_forced(
-        self, clean: Tensor, noisy: Tensor, times: Tensor, mask: Tensor, cond: Tensor | None = None
+        self, clean: Tensor, noisy: Tensor, times: Tensor, mask: Tensor, cond: Tensor | None = None,
+        interval: Tensor | None = None,
     ) -> Tensor:
         """Velocities of every target of a clip in one pass (training with clean context).
 
@@ -251,7 +277,8 @@ class CausalTrunk(nn.Module):
         clean frames that ``mask`` allows (see :func:`teacher_mask`). Rotary positions are
         relative, so target ``j`` with context frames ``j - m .. j - 1`` gets exactly the
         velocity that :meth:`forward` gives for that window. ``cond`` (b, T - 1, A) is the
-        conditioning of each target. Returns (b, T - 1, h, w, C).
+        conditioning of each target, ``interval`` (b, T - 1) the interval lengths of each
+        target (``interval_cond`` trunks). Returns (b, T - 1, h, w, C).
         """
         b, T, h, w, _ = clean.shape
         n = 2 * T - 1
@@ -262,6 +289,9 @@ class CausalTrunk(nn.Module):
             if self.cond_embed is None:
                 raise ValueError("this denoiser was built without cond_dim; pass cond=None or set cond_dim")
             c = torch.cat([c[:, :T], c[:, T:] + self.cond_embed(cond)], dim=1)
+        extra = self._interval(interval, times)
+        if extra is not None:
+            c = torch.cat([c[:, :T], c[:, T:] + extra], dim=1)
         t_rope = self._teacher_rope(T, frames.device)
         s_rope = self._space_rope(h, w, frames.device)
         for block in self.blocks:
@@ -316,6 +346,7 @@ class CausalTrunk(nn.Module):
         x_t: Tensor,
         t: Tensor,
         cond: Tensor | None = None,
+        interval: Tensor | None = None,
     ) -> Tensor:
         """Velocity of the target ``x_t`` (b, h, w, C) at flow time ``t`` (b,) over a cached window.
 
@@ -325,7 +356,7 @@ class CausalTrunk(nn.Module):
         b, h, w, _ = x_t.shape
         m = keys[0].shape[-2] if keys else 0
         z = self.embed_in(x_t).reshape(b, 1, h * w, self.width)
-        c = self._conditioning(t[:, None], cond)
+        c = self._conditioning(t[:, None], cond, interval)
         t_rope = self._time_rope(1, x_t.device, start=m)
         s_rope = self._space_rope(h, w, x_t.device)
         for i, block in enumerate(self.blocks):
@@ -340,6 +371,7 @@ class CausalTrunk(nn.Module):
         x_t: Tensor,
         t: Tensor,
         cond: Tensor | None = None,
+        interval: Tensor | None = None,
     ) -> Tensor:
         """:meth:`step` over preallocated (b, hw, H, m + 1, hd) windows (m >= 1 context frames).
 
@@ -350,7 +382,7 @@ class CausalTrunk(nn.Module):
         b, h, w, _ = x_t.shape
         m = key_window[0].shape[-2] - 1
         z = self.embed_in(x_t).reshape(b, 1, h * w, self.width)
-        c = self._conditioning(t[:, None], cond)
+        c = self._conditioning(t[:, None], cond, interval)
         c_act = F.silu(c)
         t_rope = self._time_rope(1, x_t.device, start=m)
         s_rope = self._space_rope(h, w, x_t.device)

@@ -78,6 +78,8 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         dropout: dropout in attention and MLPs, training mode only.
         cond_dim: ``causal`` only: size of an optional per-sample vector (e.g. an action)
             added to the target frame's conditioning; ``None`` disables it.
+        interval_cond: ``causal`` only (keyword): a second time input, the interval
+            length ``h`` of an average velocity (see `CausalDenoiser`); default False.
         rope_base: ``causal`` only: rotary wavelength base.
         frequency_dim: size of the sinusoidal flow-time features.
 
@@ -158,6 +160,21 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         if cond.ndim != 2 or cond.shape[0] != b or cond.shape[1] != self.config["cond_dim"]:
             raise ShapeError(f"cond: expected shape ({b}, {self.config['cond_dim']}), got {tuple(cond.shape)}")
 
+    @property
+    def interval_cond(self) -> bool:
+        """True when the denoiser takes an interval length ``h`` (``causal`` with ``interval_cond=True``)."""
+        return False
+
+    def _check_interval(self, h: Tensor, b: int) -> Tensor:
+        """Interval lengths ``h`` as (b,) (a 0-d tensor is broadcast); errors name what was expected."""
+        if not self.interval_cond:
+            raise ValueError(f"this {self.arch!r} denoiser was built without interval_cond; pass h=None "
+                             "(or build Denoiser(arch='causal', interval_cond=True))")
+        h = self._times(h, b)
+        if h.shape != (b,):
+            raise ShapeError(f"h: expected interval lengths of shape ({b},) or (), got {tuple(h.shape)}")
+        return h
+
     def _check_state(self, state: DenoiserState, x: Tensor) -> None:
         if not isinstance(state, DenoiserState):
             raise TypeError(f"expected a DenoiserState from Denoiser.prefill, got {type(state).__name__}")
@@ -198,6 +215,7 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         x_t: Float[Tensor, "b h w C"],
         t: Float[Tensor, "b"] | Float[Tensor, ""],
         cond: Float[Tensor, "b d"] | None = None,
+        h: Float[Tensor, "b"] | Float[Tensor, ""] | None = None,
     ) -> Float[Tensor, "b h w C"]:
         """Velocity of the target frame ``x_t`` at flow time ``t`` given clean ``context``.
 
@@ -207,6 +225,8 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
             x_t: (b, h, w, C) the noisy target, x_t = (1 - t) noise + t data.
             t: (b,) flow times in [0, 1] (a 0-d tensor is broadcast).
             cond: optional (b, cond_dim) extra conditioning of the target (``causal`` only).
+            h: (b,) interval lengths for an ``interval_cond`` denoiser: the average
+                velocity over ``[t, t + h]`` (None = 0, the instantaneous velocity).
 
         Returns:
             (b, h, w, C) velocity. Uncached: the whole window is computed (training path).
@@ -221,12 +241,19 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         self._check("x_t", x_t)
         self._check_cond(cond, b)
         t = self._times(t, b)
+        if h is not None:
+            h = self._check_interval(h, b)
         if context is not None:
             self._check("context", context, context.shape[1])
         frames = x_t[:, None] if context is None else torch.cat([context, x_t[:, None]], dim=1)
         if self.weight_dtype != frames.dtype:  # e.g. a bf16 sampling copy (sampling_copy) given fp32 latents
-            return self._cast_call(x_t.dtype, self.velocity, context, x_t, t, cond)
-        return self._window_velocity(frames, t, cond)
+            if h is None:
+                return self._cast_call(x_t.dtype, self.velocity, context, x_t, t, cond)
+            return self._cast_call(x_t.dtype, lambda *a: self.velocity(*a, h=h.to(self.weight_dtype)),
+                                   context, x_t, t, cond)
+        if h is None:
+            return self._window_velocity(frames, t, cond)
+        return self._window_velocity(frames, t, cond, h)
 
     def _window_velocity(self, frames: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         """The trunk on a checked window (b, n, h, w, C) whose last frame is the target."""
@@ -244,9 +271,12 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         raise NotImplementedError(f"teacher_forced needs arch='causal' (arch={self.arch!r} lets context frames "
                                   f"attend to each other); train arch={self.arch!r} one window at a time")
 
-    def forward(self, context: Tensor | None, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, context: Tensor | None, x_t: Tensor, t: Tensor, cond: Tensor | None = None,
+                h: Tensor | None = None) -> Tensor:
         """Same as :meth:`velocity`."""
-        return self.velocity(context, x_t, t, cond)
+        if h is None:
+            return self.velocity(context, x_t, t, cond)
+        return self.velocity(context, x_t, t, cond, h=h)
 
     # --------------------------------------------------------------- cached
     def prefill(self, context: Tensor | None) -> DenoiserState:
