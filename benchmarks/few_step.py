@@ -1,0 +1,227 @@
+"""Few-step sampling: a MeanFlow forecaster at 1 and 2 NFE vs its teacher flow at Euler 9 NFE.
+
+Protocol: the first N clips of the ToyWorld split (``--split val`` to choose settings,
+``test`` to report), frames ``stride`` simulation steps apart after the model's warm-up
+(as in `benchmarks/quality.py`); the context is the first ``max_context`` frames, and 3
+frames are forecast autoregressively, K samples per clip, every row from the same
+generator seed. Per row and step (t+1, t+3):
+
+* **ensemble-mean object mIoU**: the mean of the K sampled *features* decoded by the
+  segmentation probe, mIoU over the object classes vs the true segmentation (the clip's
+  own future);
+* **mean-of-K object mIoU**: each sample scored, then averaged;
+* **spread ratio** vs ``ToyWorld.branch``: mean pairwise latent distance of the K samples
+  ÷ that of M true futures branched from the last context frame's simulator state (a
+  ratio of means over clips, bootstrap interval; see `benchmarks/distribution.py`);
+* **energy distance** between the K samples and the M true futures, in latent space and
+  in decoded segmentation (one-hot, pooled; the true futures decoded by the same probe);
+* **seconds per forecast frame**: wall time of the forecaster's rollouts (K samples per
+  clip, ``--batch`` clips per call, cached context, after an untimed warm-up call)
+  divided by clips × horizon: the cost of one clip's K-sample forecast frame.
+
+Rows: the teacher flow (the model's forecaster) at Euler 9, 2 and 1 NFE; each MeanFlow
+forecaster at 1 and 2 NFE; copy-last-frame and the oracle for the mIoU scale.
+Figures are means over clips ± 1.96·SE. Writes ``few_step.json`` (``few_step_val.json``
+for the val split) and ``few_step.png`` (ensemble-mean object mIoU vs NFE).
+
+Run::
+
+    python benchmarks/few_step.py --model /work/runs/tw3/model \\
+        --meanflow ema=/work/runs/meanflow/forecaster --split test
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    base_parser, bootstrap_ratio, fmt, interval, line_plot, load, md_table, object_classes, seg_scores, setup,
+    stack, test_clips, write_json,
+)
+from distribution import mean_pairwise, seg_blocks  # noqa: E402
+
+FORMAT = 1
+HORIZON = 3
+STEPS = {"t+1": 0, "t+3": 2}
+COPY, ORACLE = "copy last frame", "oracle (probe on true future features)"
+
+
+def _rows(args: Any, teacher: Any) -> dict[str, tuple[Any, str, int]]:
+    """{label: (forecaster, solver, steps)} of every sampled row."""
+    from featureflow.utils.component_io import load_component
+
+    rows = {f"teacher flow, Euler {n}": (teacher, "euler", n) for n in args.teacher_steps}
+    for spec in args.meanflow:
+        label, _, path = spec.rpartition("=")
+        mf = load_component(path, "forecaster")
+        if type(mf).__name__ != "MeanFlowForecaster":
+            raise ValueError(f"{path} holds a {type(mf).__name__}, expected a MeanFlowForecaster component")
+        for n in args.mf_steps:
+            rows[f"MeanFlow{' ' + label if label else ''}, {n} NFE"] = (mf, "euler", n)
+    return rows
+
+
+def _seg(wm: Any, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Features (..., h, w, D) → class maps (..., H, W)."""
+    lead = feats.shape[:-3]
+    flat = feats.reshape(-1, *feats.shape[-3:])
+    seg = torch.cat([wm.decode_features(p, "segmentation", size) for p in flat.split(128)])
+    return seg.reshape(*lead, *seg.shape[-2:])
+
+
+def run(args: Any) -> dict[str, Any]:
+    setup(args.threads)
+    wm, world, data = load(args.model)
+    rows = _rows(args, wm.forecaster)
+    n_clips = args.clips or (2 if args.quick else 32)
+    K = args.samples or (3 if args.quick else 8)
+    M = args.futures or (3 if args.quick else 16)
+    c = wm.max_context
+    ncls, objects = len(world.CLASSES), object_classes(world.CLASSES)
+    stride, warmup = data["stride"], data["warmup"]
+    seeds = world.split_seeds(args.split)
+    from featureflow.metrics import energy_distance
+
+    t_all = time.perf_counter()
+    clips = test_clips(world, n_clips, c + HORIZON, stride, warmup, args.split)
+    acc: dict[str, dict[str, list[torch.Tensor]]] = {}  # row -> metric -> per-clip (b, k) values
+    seconds: dict[str, float] = {name: 0.0 for name in rows}
+    nfe: dict[str, int] = {}
+
+    def add(row: str, metric: str, v: torch.Tensor) -> None:
+        acc.setdefault(row, {}).setdefault(metric, []).append(v.double())
+
+    for lo in range(0, n_clips, args.batch):
+        part = clips[lo : lo + args.batch]
+        ids = range(lo, lo + len(part))
+        frames = stack(part, "rgb", slice(0, c))
+        size = tuple(frames.shape[-2:])
+        seg_true = stack(part, "segmentation", slice(c, c + HORIZON))  # (b, k, H, W)
+        b = frames.shape[0]
+        branches = [world.branch(world.state_at(seeds[i], warmup + (c - 1) * stride), M, HORIZON, seed=0,
+                                 stride=stride).rgb for i in ids]
+        with torch.no_grad():
+            z_ctx = wm.encode(frames)
+            z_true = wm.encode(stack(part, "rgb", slice(c, c + HORIZON)))
+            z_br = torch.stack([wm.encode(x) for x in branches])  # (b, M, k, h, w, C)
+            br_blocks = seg_blocks(_seg(wm, wm.compressor.decode(z_br), size), ncls, args.pool)
+            refs = {COPY: z_ctx[:, -1:].expand(b, HORIZON, *z_ctx.shape[2:]), ORACLE: z_true}
+            for name, z in refs.items():
+                s = _seg(wm, wm.compressor.decode(z), size)  # (b, k, H, W)
+                add(name, "ens_miou_obj", seg_scores(s.flatten(0, 1), seg_true.flatten(0, 1), ncls,
+                                                     objects)["miou_obj"].view(b, HORIZON))
+        for name, (fc, solver, steps) in rows.items():
+            if lo == 0:  # untimed warm-up: first-call costs are not per-frame costs
+                fc.rollout(z_ctx[:1], 1, 1, solver=solver, steps=steps, generator=torch.Generator().manual_seed(0))
+            g = torch.Generator().manual_seed(args.seed + lo)
+            t0 = time.perf_counter()
+            roll = fc.rollout(z_ctx, HORIZON, K, solver=solver, steps=steps, generator=g)
+            seconds[name] += time.perf_counter() - t0
+            nfe[name] = roll.nfe
+            lat = roll.latents  # (b, K, k, h, w, C)
+            with torch.no_grad():
+                feats = wm.compressor.decode(lat)
+                seg_s = _seg(wm, feats, size)  # (b, K, k, H, W)
+                seg_e = _seg(wm, feats.mean(1), size)  # (b, k, H, W)
+            per = seg_scores(seg_s.flatten(0, 2), seg_true[:, None].expand_as(seg_s).flatten(0, 2), ncls, objects)
+            add(name, "mean_k_miou_obj", per["miou_obj"].view(b, K, HORIZON).nanmean(1))
+            ens = seg_scores(seg_e.flatten(0, 1), seg_true.flatten(0, 1), ncls, objects)
+            add(name, "ens_miou_obj", ens["miou_obj"].view(b, HORIZON))
+            blocks = seg_blocks(seg_s, ncls, args.pool)  # (b, K, k, F)
+            for j in range(HORIZON):
+                add(name, f"spread_samples@{j}", mean_pairwise(lat[:, :, j]).view(b, 1))
+                add(name, f"spread_truth@{j}", mean_pairwise(z_br[:, :, j]).view(b, 1))
+                add(name, f"energy_latent@{j}", energy_distance(lat[:, :, j].float(), z_br[:, :, j].float(),
+                                                                reduction="none").view(b, 1))
+                add(name, f"energy_seg@{j}", energy_distance(blocks[:, :, j].float(), br_blocks[:, :, j].float(),
+                                                             reduction="none").view(b, 1))
+        print(f"few_step: {lo + len(part)}/{n_clips} clips ({time.perf_counter() - t_all:.0f} s)", flush=True)
+
+    results: dict[str, Any] = {}
+    for name, ms in acc.items():
+        cat = {m: torch.cat(v) for m, v in ms.items()}
+        out: dict[str, Any] = {}
+        for step, j in STEPS.items():
+            r: dict[str, Any] = {"ens_miou_obj": interval(cat["ens_miou_obj"][:, j])}
+            if name in rows:
+                r["mean_k_miou_obj"] = interval(cat["mean_k_miou_obj"][:, j])
+                s, t = cat[f"spread_samples@{j}"][:, 0], cat[f"spread_truth@{j}"][:, 0]
+                r["spread_ratio"] = bootstrap_ratio(s, t, seed=args.seed)
+                r["energy_latent"] = interval(cat[f"energy_latent@{j}"][:, 0])
+                r["energy_seg"] = interval(cat[f"energy_seg@{j}"][:, 0])
+            out[step] = r
+        if name in rows:
+            out["nfe"] = nfe[name]
+            out["seconds_per_frame"] = seconds[name] / (n_clips * HORIZON)
+        results[name] = out
+    res = {"benchmark": "few_step", "format": FORMAT, "model": str(args.model), "meanflow": list(args.meanflow),
+           "quick": bool(args.quick),
+           "protocol": {"split": args.split, "clips": n_clips, "samples_K": K, "true_futures_M": M, "context": c,
+                        "horizon": HORIZON, "stride": stride, "warmup": warmup, "seg_pool": args.pool,
+                        "threads": args.threads, "batch": args.batch,
+                        "object_classes": [world.CLASSES[i] for i in objects],
+                        "interval": "mean ± 1.96·SE over clips; spread ratio: ratio of means, bootstrap"},
+           "results": results, "seconds": round(time.perf_counter() - t_all, 1)}
+    name = "few_step.json" if args.split == "test" else f"few_step_{args.split}.json"
+    write_json(Path(args.out) / name, res)
+    _plot(res, Path(args.out) / name.replace(".json", ".png"))
+    print(markdown(res))
+    return res
+
+
+def _plot(res: dict[str, Any], path: Path) -> None:
+    """Ensemble-mean object mIoU at t+1 and t+3 against NFE, one line per sampler."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for name, r in res["results"].items():
+        if "nfe" not in r:
+            continue
+        family = name.rsplit(",", 1)[0]
+        for step in STEPS:
+            series.setdefault(f"{family} ({step})", []).append((r["nfe"], r[step]["ens_miou_obj"]["mean"]))
+    lines = [(label, [x for x, _ in sorted(pts)], [y for _, y in sorted(pts)]) for label, pts in series.items()]
+    p = res["protocol"]
+    line_plot(path, lines, xlabel="network evaluations per forecast frame (NFE)",
+              ylabel=f"ensemble-mean object mIoU % (k={p['samples_K']})", logx=True,
+              title=f"Few-step sampling, ToyWorld {p['split']} N={p['clips']}")
+
+
+def markdown(res: dict[str, Any]) -> str:
+    p = res["protocol"]
+    out = [f"ToyWorld **{p['split']}** split, first N={p['clips']} clips, context {p['context']} frames, "
+           f"K={p['samples_K']} samples, M={p['true_futures_M']} branched true futures, {p['threads']} thread(s); "
+           f"{p['interval']}.", ""]
+    for step in STEPS:
+        table = []
+        for name, r in res["results"].items():
+            v = r[step]
+            table.append([name, r.get("nfe", "—"), fmt(v["ens_miou_obj"]), fmt(v.get("mean_k_miou_obj")),
+                          fmt(v.get("spread_ratio")), fmt(v.get("energy_latent"), 3), fmt(v.get("energy_seg"), 3),
+                          f"{r['seconds_per_frame'] * 1000:.0f}" if "seconds_per_frame" in r else "—"])
+        out += [f"**{step}**", "", md_table(["row", "NFE", "ens-mean obj mIoU ↑", "mean-of-K obj mIoU ↑",
+                                             "spread ratio (1 = calibrated)", "energy dist. latent ↓",
+                                             "energy dist. seg ↓", "ms / forecast frame"], table), ""]
+    return "\n".join(out)
+
+
+def parser() -> Any:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--meanflow", action="append", default=[],
+                   help="[label=]directory of a saved MeanFlowForecaster component (repeatable)")
+    p.add_argument("--teacher-steps", type=int, nargs="+", default=[9, 2, 1])
+    p.add_argument("--mf-steps", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--clips", type=int, default=None, help="clips (default 32; 2 with --quick)")
+    p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 3 with --quick)")
+    p.add_argument("--futures", type=int, default=None, help="M true futures (default 16; 3 with --quick)")
+    p.add_argument("--pool", type=int, default=4, help="segmentation average-pool factor")
+    p.add_argument("--batch", type=int, default=8, help="clips per forecast batch")
+    return p
+
+
+if __name__ == "__main__":
+    run(parser().parse_args())

@@ -1,0 +1,54 @@
+"""examples/train_meanflow.py and benchmarks/few_step.py on a tiny world model (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def test_train_meanflow_then_few_step_benchmark(tmp_path, make_tiny_world_model):
+    import few_step
+    import train_meanflow
+
+    from featureflow.utils import save_safetensors
+    from featureflow.utils.component_io import load_component
+
+    wm = make_tiny_world_model()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a flow that is not identically zero, so the rows differ
+        for p in wm.forecaster.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    wm.metadata = {"data": {"resolution": 16, "stride": 3, "warmup": 0}}
+    wm.save_pretrained(tmp_path / "model")
+    save_safetensors({"latents": torch.randn(8, 4, 2, 2, 32, generator=g)}, tmp_path / "latents.safetensors")
+    argv = ["--model", str(tmp_path / "model"), "--latents", str(tmp_path / "latents.safetensors"),
+            "--out", str(tmp_path / "mf"), "--steps", "3", "--batch-size", "2", "--ckpt-every", "2", "--no-progress"]
+    assert train_meanflow.main(argv) == 0
+    log = [json.loads(line) for line in (tmp_path / "mf" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(math.isfinite(r["mse"]) for r in log)
+    assert json.loads((tmp_path / "mf" / "plan.json").read_text())["steps"] == 3
+    mf = load_component(tmp_path / "mf" / "forecaster", "forecaster")
+    assert type(mf).__name__ == "MeanFlowForecaster" and mf.config["velocity_target"] == "teacher"
+    assert train_meanflow.main(argv + ["--resume"]) == 0  # finished run: resumes at its last step
+    args = few_step.parser().parse_args(["--model", str(tmp_path / "model"), "--meanflow",
+                                         f"ema={tmp_path / 'mf' / 'forecaster'}", "--quick", "--split", "val",
+                                         "--out", str(tmp_path / "bench"), "--teacher-steps", "2", "1"])
+    res = few_step.run(args)
+    assert (tmp_path / "bench" / "few_step_val.json").is_file() and (tmp_path / "bench" / "few_step_val.png").is_file()
+    rows = res["results"]
+    assert set(rows) == {"teacher flow, Euler 2", "teacher flow, Euler 1", "MeanFlow ema, 1 NFE",
+                         "MeanFlow ema, 2 NFE", few_step.COPY, few_step.ORACLE}
+    assert rows["MeanFlow ema, 2 NFE"]["nfe"] == 2 and rows["teacher flow, Euler 1"]["nfe"] == 1
+    for name in ("teacher flow, Euler 2", "MeanFlow ema, 1 NFE"):
+        r = rows[name]["t+1"]
+        assert r["spread_ratio"]["mean"] > 0 and math.isfinite(r["energy_latent"]["mean"])
+        assert rows[name]["seconds_per_frame"] > 0
+    assert rows["teacher flow, Euler 2"]["t+1"]["energy_latent"] != rows["teacher flow, Euler 1"]["t+1"]["energy_latent"]
