@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--ema-decay", type=float, default=0.995)
     ap.add_argument("--flow-ratio", type=float, default=0.25, help="fraction of h = 0 targets")
+    ap.add_argument("--grid-ratio", type=float, default=0.0,
+                    help="fraction of the h > 0 targets on the 1-/2-step sampling jumps")
     ap.add_argument("--time-sampling", default="uniform", choices=("uniform", "logit_normal"))
     ap.add_argument("--norm-p", type=float, default=1.0)
     ap.add_argument("--no-distill", action="store_true", help="v = data - noise instead of the teacher's velocity")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = MeanFlowForecaster.from_flow(
         flow, distill=not args.no_distill, flow_ratio=args.flow_ratio, time_sampling=args.time_sampling,
-        norm_p=args.norm_p,
+        norm_p=args.norm_p, grid_ratio=args.grid_ratio,
     )
     settings = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay,
                     ckpt_every=args.ckpt_every, seed=args.seed)
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     probe_s = None
     if steps is None:  # time a few steps on a throw-away copy and fit the schedule to the budget
         probe = MeanFlowForecaster.from_flow(flow, distill=not args.no_distill, flow_ratio=args.flow_ratio,
-                                             time_sampling=args.time_sampling, norm_p=args.norm_p)
+                                             time_sampling=args.time_sampling, norm_p=args.norm_p,
+                                             grid_ratio=args.grid_ratio)
         opt = torch.optim.AdamW(probe.parameters(), lr=args.lr)
         g = torch.Generator().manual_seed(args.seed)
         times = []
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = max(1, int(args.minutes * 60 * 0.92 / probe_s))
         del probe, opt
     plan = {"steps": steps, "probe_seconds_per_step": probe_s, "minutes": args.minutes, "model": str(args.model),
-            "latents": str(args.latents), **settings, "flow_ratio": args.flow_ratio,
+            "latents": str(args.latents), **settings, "flow_ratio": args.flow_ratio, "grid_ratio": args.grid_ratio,
             "time_sampling": args.time_sampling, "norm_p": args.norm_p, "distill": not args.no_distill}
     plan_path.write_text(json.dumps(plan, indent=2) + "\n")
     print(f"meanflow: {steps} optimizer steps (timing probe {probe_s} s/step), batch {args.batch_size}", flush=True)

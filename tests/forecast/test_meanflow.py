@@ -113,6 +113,16 @@ def test_target_follows_the_meanflow_identity_for_an_analytic_network():
     assert torch.allclose(got["loss"], F.mse_loss(u[:, keep], target[:, keep]), rtol=1e-5)
 
 
+def test_interval_draws_cover_the_flow_and_grid_fractions():
+    den = Denoiser(**KW, interval_cond=True)
+    t, h = MeanFlowForecaster(den, flow_ratio=0.25).sample_interval(4000, torch.Generator().manual_seed(0))
+    assert bool((t >= 0).all() and (h >= 0).all() and (t + h <= 1).all())
+    assert abs(float((h == 0).float().mean()) - 0.25) < 0.03
+    t, h = MeanFlowForecaster(den, flow_ratio=0.0, grid_ratio=1.0).sample_interval(300, torch.Generator().manual_seed(0))
+    pairs = {(round(float(a), 6), round(float(b), 6)) for a, b in zip(t, h)}
+    assert pairs == {(0.0, 1.0), (0.0, 0.5), (0.5, 0.5)}
+
+
 def test_distillation_trains_the_student_only():
     mf = MeanFlowForecaster.from_flow(_flow(), distill=True, flow_ratio=0.25)
     assert not any("teacher" in k for k in mf.state_dict())
@@ -176,6 +186,8 @@ def test_bad_input_errors_say_what_was_expected():
         MeanFlowForecaster(Denoiser(**KW))
     with pytest.raises(ValueError, match="flow_ratio"):
         MeanFlowForecaster(Denoiser(**KW, interval_cond=True), flow_ratio=1.5)
+    with pytest.raises(ValueError, match="grid_ratio"):
+        MeanFlowForecaster(Denoiser(**KW, interval_cond=True), grid_ratio=-0.1)
     with pytest.raises(ValueError, match="needs a teacher"):
         MeanFlowForecaster(Denoiser(**KW, interval_cond=True), velocity_target="teacher").loss(torch.randn(1, 3, 2, 2, 4))
     with pytest.raises(ValueError, match="causal denoiser"):

@@ -34,6 +34,8 @@ __all__ = ["MeanFlowForecaster"]
 _TIME_SAMPLING = ("uniform", "logit_normal")
 _VELOCITY_TARGETS = ("data", "teacher")
 _SOLVERS = ("euler", "meanflow")
+#: The (t, h) jumps of 1- and 2-step sampling (see ``grid_ratio``).
+_GRID = ((0.0, 1.0), (0.0, 0.5), (0.5, 0.5))
 
 
 @register_component
@@ -49,7 +51,10 @@ class MeanFlowForecaster(ForecasterBase):
     :meth:`from_flow`). Each target frame's squared error is weighted by ``1 / (err +
     norm_eps) ** norm_p`` (stop-gradient; the paper's adaptive loss, 0 = plain MSE). With a
     causal denoiser every frame of a clip is a target in one pass (``teacher_forcing``), as
-    in `FlowForecaster`.
+    in `FlowForecaster`. ``grid_ratio`` (not in the paper; for short few-step fine-tuning)
+    places that fraction of the ``h > 0`` targets on the jumps that 1- and 2-step
+    sampling take, ``(t, h)`` in ``(0, 1), (0, ½), (½, ½)``: two uniformly drawn times
+    almost never span the whole interval, which is the one jump 1-step sampling makes.
 
     Sampling: ``rollout(..., solver="euler", steps=n)`` takes ``n`` jumps over the
     uniform grid ``0, 1/n, ..., 1``: ``n`` network evaluations per frame (``steps=None``
@@ -59,6 +64,7 @@ class MeanFlowForecaster(ForecasterBase):
     Args:
         denoiser: a causal `Denoiser` with ``interval_cond=True`` (or its ``describe()`` spec).
         flow_ratio: fraction of training targets with ``h = 0``, in [0, 1].
+        grid_ratio: fraction of the other targets on the 1-/2-step jumps, in [0, 1].
         time_sampling: ``"uniform"`` or ``"logit_normal"`` for both drawn times.
         velocity_target: ``"data"`` (``data - noise``) or ``"teacher"`` (a flow teacher's velocity).
         logit_mean: mean of the normal behind logit-normal time sampling.
@@ -91,6 +97,7 @@ class MeanFlowForecaster(ForecasterBase):
         time_sampling: str = "uniform",
         velocity_target: str = "data",
         *,
+        grid_ratio: float = 0.0,
         logit_mean: float = -0.4,
         logit_std: float = 1.0,
         norm_p: float = 1.0,
@@ -108,8 +115,9 @@ class MeanFlowForecaster(ForecasterBase):
         if not getattr(self.denoiser, "interval_cond", False):
             raise ValueError("MeanFlowForecaster needs a denoiser with an interval input: "
                              "Denoiser(arch='causal', interval_cond=True, ...) (or use MeanFlowForecaster.from_flow)")
-        if not 0.0 <= float(flow_ratio) <= 1.0:
-            raise ValueError(f"flow_ratio must be in [0, 1], got {flow_ratio}")
+        for name, ratio in (("flow_ratio", flow_ratio), ("grid_ratio", grid_ratio)):
+            if not 0.0 <= float(ratio) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {ratio}")
         if time_sampling not in _TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}, got {time_sampling!r}")
         if velocity_target not in _VELOCITY_TARGETS:
@@ -119,10 +127,12 @@ class MeanFlowForecaster(ForecasterBase):
         if norm_p < 0 or norm_eps <= 0:
             raise ValueError(f"norm_p must be >= 0 and norm_eps > 0, got {norm_p} and {norm_eps}")
         self.flow_ratio, self.time_sampling, self.velocity_target = float(flow_ratio), time_sampling, velocity_target
+        self.grid_ratio = float(grid_ratio)
         self.logit_mean, self.logit_std = float(logit_mean), float(logit_std)
         self.norm_p, self.norm_eps = float(norm_p), float(norm_eps)
         self.config.update(
-            flow_ratio=self.flow_ratio, time_sampling=time_sampling, velocity_target=velocity_target,
+            flow_ratio=self.flow_ratio, grid_ratio=self.grid_ratio, time_sampling=time_sampling,
+            velocity_target=velocity_target,
             logit_mean=self.logit_mean, logit_std=self.logit_std, norm_p=self.norm_p, norm_eps=self.norm_eps,
         )
         self.__dict__["_teacher"] = None  # not a submodule: never saved, never trained
@@ -200,7 +210,8 @@ class MeanFlowForecaster(ForecasterBase):
         """Start times and interval lengths ``(t, h)``, each (n,), with ``0 <= t <= t + h <= 1``.
 
         Two times are drawn per example and sorted; with probability ``flow_ratio`` the
-        interval is empty (``h = 0``, ``t`` the first time drawn).
+        interval is empty (``h = 0``, ``t`` the first time drawn); with probability
+        ``grid_ratio`` a non-empty interval is one of the 1-/2-step sampling jumps.
 
         Example:
             >>> from featureflow.forecast import Denoiser, MeanFlowForecaster
@@ -213,8 +224,13 @@ class MeanFlowForecaster(ForecasterBase):
         device = generator.device if generator is not None else "cpu"
         flow = torch.rand(n, generator=generator, device=device) < self.flow_ratio
         t = torch.where(flow, a, torch.minimum(a, b))
-        r = torch.where(flow, a, torch.maximum(a, b))
-        return t, r - t
+        h = torch.where(flow, torch.zeros_like(a), torch.maximum(a, b) - t)
+        if self.grid_ratio > 0:
+            on_grid = (torch.rand(n, generator=generator, device=device) < self.grid_ratio) & ~flow
+            jump = torch.randint(0, len(_GRID), (n,), generator=generator, device=device)
+            grid = torch.tensor(_GRID, device=a.device, dtype=a.dtype)[jump]
+            t, h = torch.where(on_grid, grid[:, 0], t), torch.where(on_grid, grid[:, 1], h)
+        return t, h
 
     @typechecked
     def loss(
