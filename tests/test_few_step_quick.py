@@ -52,3 +52,16 @@ def test_train_meanflow_then_few_step_benchmark(tmp_path, make_tiny_world_model)
         assert r["spread_ratio"]["mean"] > 0 and math.isfinite(r["energy_latent"]["mean"])
         assert rows[name]["seconds_per_frame"] > 0
     assert rows["teacher flow, Euler 2"]["t+1"]["energy_latent"] != rows["teacher flow, Euler 1"]["t+1"]["energy_latent"]
+    ok, lines = few_step.verdict(res, "teacher flow, Euler 1", "teacher flow, Euler 2")
+    assert len(lines) == 8 and all(("NOT met" in ln) or ("met" in ln) for ln in lines)
+    ok_self, _ = few_step.verdict(res, "teacher flow, Euler 2", "teacher flow, Euler 2")
+    assert ok_self
+    page = tmp_path / "speed.md"
+    page.write_text("# Speed\n\nkept\n")
+    section = few_step.docs_section(res, ["teacher flow, Euler 2", "MeanFlow ema, 1 NFE"], "teacher flow, Euler 2")
+    few_step.write_docs(section, page)
+    few_step.write_docs(section, page)  # replaced, not appended twice
+    text = page.read_text()
+    assert text.startswith("# Speed\n\nkept\n") and text.count(few_step.SECTION_BEGIN) == 1
+    assert "MeanFlow ema, 1 NFE vs teacher flow, Euler 2" in text
+

@@ -62,7 +62,9 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
     models) or a `VFMFDenoiser` (``"vfmf"``, the released trunk); both are ``Denoiser``
     instances and save as ``{"type": "Denoiser", "config": {"arch": ..., ...}}``. The
     architecture is the first argument of the factory (``arch``, default ``"causal"``);
-    the other arguments go to the class it picks.
+    the other arguments go to the class it picks. `CausalDenoiser` also takes the keyword
+    ``interval_cond`` (a second time input, the interval length ``h`` of an average
+    velocity, for `MeanFlowForecaster`; default False).
 
     Args:
         latent_dim: latent channels C.
@@ -78,8 +80,6 @@ class Denoiser(FastSampling, nn.Module, Configurable, metaclass=_ArchFactory):
         dropout: dropout in attention and MLPs, training mode only.
         cond_dim: ``causal`` only: size of an optional per-sample vector (e.g. an action)
             added to the target frame's conditioning; ``None`` disables it.
-        interval_cond: ``causal`` only (keyword): a second time input, the interval
-            length ``h`` of an average velocity (see `CausalDenoiser`); default False.
         rope_base: ``causal`` only: rotary wavelength base.
         frequency_dim: size of the sinusoidal flow-time features.
 
