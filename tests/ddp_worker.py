@@ -11,6 +11,7 @@ Modes:
 import os
 import signal
 import sys
+import time
 
 import torch
 
@@ -73,7 +74,9 @@ def stall(out_dir: str, how: str) -> None:
     info = distributed.setup()
 
     def loss_fn(m, batch, g):
-        if info.rank == 1 and g.initial_seed() != -1 and getattr(loss_fn, "calls", 0) == 1:
+        if info.rank == 1 and getattr(loss_fn, "calls", 0) == 1:
+            with open(f"{out_dir}/stalled_at.txt", "w") as f:
+                f.write(repr(time.time()))
             if how == "stop":
                 os.kill(os.getpid(), signal.SIGSTOP)
             else:
@@ -86,6 +89,8 @@ def stall(out_dir: str, how: str) -> None:
     except distributed.RankTimeoutError as err:
         with open(f"{out_dir}/error{info.rank}.txt", "w") as f:
             f.write(f"{type(err).__name__}: {err}")
+        with open(f"{out_dir}/error{info.rank}_at.txt", "w") as f:
+            f.write(repr(time.time()))
         os._exit(0)  # the peer is gone: no clean teardown possible
 
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -107,10 +106,8 @@ def test_a_stopped_or_dead_rank_ends_the_other_with_a_clear_error(tmp_path, how)
                "FEATUREFLOW_DIST_TIMEOUT": "3"}
         procs.append(subprocess.Popen([sys.executable, str(WORKER), "stall", str(tmp_path), how], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    start = time.monotonic()
     try:
-        procs[0].wait(timeout=90)
-        waited = time.monotonic() - start
+        procs[0].wait(timeout=600)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -119,7 +116,9 @@ def test_a_stopped_or_dead_rank_ends_the_other_with_a_clear_error(tmp_path, how)
     text = (tmp_path / "error0.txt").read_text() if (tmp_path / "error0.txt").is_file() else procs[0].stderr.read()[-2000:]
     assert text.startswith("RankTimeoutError: rank 0:"), text
     assert "another rank did not answer" in text and "FEATUREFLOW_DIST_TIMEOUT" in text
-    assert waited < 60
+    # the configured 3 s, not the default 600 s (loose bound: the machine may be busy)
+    waited = float((tmp_path / "error0_at.txt").read_text()) - float((tmp_path / "stalled_at.txt").read_text())
+    assert 0 < waited < 60, waited
 
 
 def test_pipeline_under_torchrun_runs_each_stage_once(tmp_path):

@@ -9,8 +9,10 @@ by hand. Without ``torchrun`` every helper is a no-op and the world has size 1.
 The timeout (``FEATUREFLOW_DIST_TIMEOUT`` seconds, default 600) bounds how long a rank
 waits for the others inside a training step: a killed or stopped rank ends the
 survivors with :class:`RankTimeoutError` instead of a hang. Ranks waiting while rank 0
-alone runs a whole stage (:func:`main_first`) wait up to ``FEATUREFLOW_STAGE_TIMEOUT``
-(default 24 h); a rank that dies meanwhile still ends them at once (its sockets close).
+alone runs a whole stage (:func:`main_first`), and ranks starting at different times,
+wait up to ``FEATUREFLOW_STAGE_TIMEOUT`` (default 24 h; the default process group), while
+training collectives run on :func:`train_group` with the short timeout; a rank that dies
+meanwhile still ends the others at once (its sockets close).
 
 Example:
     >>> info = setup()  # not under torchrun: a world of one
@@ -48,6 +50,7 @@ __all__ = [
     "collective_errors",
     "default_timeout",
     "stage_timeout",
+    "train_group",
 ]
 
 #: Data-parallel strategies of :func:`wrap`.
@@ -135,14 +138,19 @@ def setup(device: str | torch.device | None = None, *, timeout: float | None = N
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout))
+        # the default group waits long (start-up skew, rank 0 alone on a stage); training
+        # collectives run on a group with the short timeout (see train_group)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=timedelta(seconds=max(timeout, stage_timeout())))
+    if not _TRAIN_GROUP:
+        _TRAIN_GROUP.append(dist.new_group(timeout=timedelta(seconds=timeout)))
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev, timeout=timeout)
 
 
 def teardown() -> None:
     """Destroy the process group if one was created (safe to call twice)."""
-    _STAGE_GROUP.clear()
+    _TRAIN_GROUP.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -195,28 +203,32 @@ def stage_timeout() -> float:
     return value
 
 
-_STAGE_GROUP: list[Any] = []
+_TRAIN_GROUP: list[Any] = []
 
 
-def _stage_group() -> Any:
-    """A gloo group with the (long) stage timeout, created on first use (every rank uses it in the same order)."""
-    if not _STAGE_GROUP:
-        _STAGE_GROUP.append(dist.new_group(backend="gloo", timeout=timedelta(seconds=stage_timeout())))
-    return _STAGE_GROUP[0]
+def train_group() -> Any:
+    """The process group of training collectives (DDP, FSDP, loss averages), with the short
+    timeout; ``None`` (the default group) outside :func:`setup`.
+
+    Example:
+        >>> train_group() is None
+        True
+    """
+    return _TRAIN_GROUP[0] if _TRAIN_GROUP else None
 
 
 def barrier(what: str = "barrier", *, long: bool = False) -> None:
     """Wait for every rank (no-op when not distributed); `RankTimeoutError` if one never comes.
 
-    ``long=True`` waits up to :func:`stage_timeout` instead of the process-group timeout
-    (for ranks waiting while rank 0 alone runs a stage).
+    ``long=True`` waits up to :func:`stage_timeout` (the default group) instead of the
+    training timeout (for ranks waiting while rank 0 alone runs a stage).
 
     Example:
         >>> barrier()  # one process: returns at once
     """
     if is_active():
         with collective_errors(what):
-            dist.barrier(group=_stage_group() if long else None)
+            dist.barrier(group=None if long else train_group())
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -230,7 +242,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
         return obj
     box = [obj]
     with collective_errors("broadcast"):
-        dist.broadcast_object_list(box, src=src)
+        dist.broadcast_object_list(box, src=src, group=train_group())
     return box[0]
 
 
@@ -245,7 +257,7 @@ def all_gather_object(obj: Any) -> list[Any]:
         return [obj]
     out: list[Any] = [None] * dist.get_world_size()
     with collective_errors("all_gather"):
-        dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, obj, group=train_group())
     return out
 
 
@@ -260,7 +272,7 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         return value
     out = value.detach().clone()
     with collective_errors("all_reduce"):
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=train_group())
     return out / dist.get_world_size()
 
 
@@ -335,14 +347,17 @@ def wrap(module: nn.Module, info: DistInfo, strategy: str = "ddp", *, find_unuse
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        from torch.distributed.device_mesh import DeviceMesh
+
+        mesh = DeviceMesh.from_group(train_group() or dist.group.WORLD, info.device.type)
         with collective_errors("fully_shard"):
             for unit in _fsdp_units(module):
-                fully_shard(unit)
-            fully_shard(module)
+                fully_shard(unit, mesh=mesh)
+            fully_shard(module, mesh=mesh)
         return module
     ids = [info.local_rank] if info.device.type == "cuda" else None
     with collective_errors("DistributedDataParallel setup"):
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids,
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, process_group=train_group(),
                                                    find_unused_parameters=find_unused_parameters)
 
 
