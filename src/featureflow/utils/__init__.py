@@ -2,9 +2,12 @@
 
 from featureflow.utils.component_io import load_component, save_component
 from featureflow.utils.config import (
+    BUILTIN_COMPONENTS,
+    COMPONENT_PACKAGES,
     COMPONENTS,
     Configurable,
     build_component,
+    find_component,
     int_list,
     record_config,
     register_component,
@@ -16,8 +19,11 @@ from featureflow.utils.threads import default_threads, set_threads
 
 __all__ = [
     "COMPONENTS",
+    "BUILTIN_COMPONENTS",
+    "COMPONENT_PACKAGES",
     "Configurable",
     "register_component",
+    "find_component",
     "build_component",
     "record_config",
     "int_list",

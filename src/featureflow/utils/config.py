@@ -3,14 +3,65 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 from typing import Any, Callable, TypeVar
 
-__all__ = ["COMPONENTS", "Configurable", "register_component", "build_component", "record_config", "int_list"]
+__all__ = [
+    "COMPONENTS",
+    "BUILTIN_COMPONENTS",
+    "COMPONENT_PACKAGES",
+    "Configurable",
+    "register_component",
+    "find_component",
+    "build_component",
+    "record_config",
+    "int_list",
+]
 
-#: name -> class, for every component that can be saved into a WorldModel directory.
+#: name -> class, for every component registered so far (its module has been imported).
 COMPONENTS: dict[str, type] = {}
+
+#: type name -> the module that defines (and registers) it, for the components featureflow
+#: ships. A saved model names its parts by type only; ``find_component`` imports the module
+#: the first time a type is asked for, so nothing has to be imported in advance (``import
+#: featureflow`` is lazy). ``tests/utils/test_component_table.py`` keeps this table complete.
+BUILTIN_COMPONENTS: dict[str, str] = {
+    # encoders
+    "DINOv2Encoder": "featureflow.encoders.dinov2",
+    "ModuleEncoder": "featureflow.encoders.module",
+    "PixelPatchEncoder": "featureflow.encoders.pixels",
+    "ToyEncoder": "featureflow.encoders.toy",
+    # compressors
+    "FeatureVAE": "featureflow.compressors.vae",
+    "Identity": "featureflow.compressors.identity",
+    "PCA": "featureflow.compressors.pca",
+    # forecasters and the denoiser
+    "CopyLastForecaster": "featureflow.forecast.baselines",
+    "Denoiser": "featureflow.forecast.denoiser",
+    "FlowForecaster": "featureflow.forecast.flow",
+    "MeanFlowForecaster": "featureflow.forecast.meanflow",
+    "RegressionForecaster": "featureflow.forecast.regression",
+    # probe heads
+    "ConvDecoderHead": "featureflow.probes.conv_decoder",
+    "DPTHead": "featureflow.probes.dpt",
+    "DepthHead": "featureflow.probes.depth",
+    "LinearHead": "featureflow.probes.linear",
+    "NormalsHead": "featureflow.probes.normals",
+    "PixelPatchRGBHead": "featureflow.probes.rgb",
+    "RGBHead": "featureflow.probes.rgb",
+    "SegmentationHead": "featureflow.probes.segmentation",
+}
+
+#: The subpackages that hold saveable components; imported one by one, as a last resort,
+#: when a type is neither registered nor in ``BUILTIN_COMPONENTS``.
+COMPONENT_PACKAGES: tuple[str, ...] = (
+    "featureflow.encoders",
+    "featureflow.compressors",
+    "featureflow.forecast",
+    "featureflow.probes",
+)
 
 T = TypeVar("T", bound=type)
 Init = TypeVar("Init", bound=Callable[..., None])
@@ -55,17 +106,66 @@ class Configurable:
         return {"type": type(self).__name__, "config": dict(self.config)}
 
 
-def build_component(spec: dict[str, Any]) -> Any:
-    """Rebuild a component from ``{"type": name, "config": {...}}``."""
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"expected a component spec {{'type': ..., 'config': {{...}}}}, got {spec!r:.200}")
-    name = spec["type"]
+def find_component(name: str) -> type:
+    """The registered class called ``name``, importing the module that defines it if need be.
+
+    Looked up in order: the classes registered so far (``COMPONENTS``); the module that
+    ``BUILTIN_COMPONENTS`` names for it; then every subpackage in ``COMPONENT_PACKAGES``.
+    A component defined outside featureflow is found once its module has been imported.
+
+    Args:
+        name: A component type, as saved under ``"type"`` in a config.
+
+    Returns:
+        The class, registered with ``@register_component``.
+
+    Raises:
+        ValueError: No registered component has that name, even after the imports.
+
+    Example:
+        >>> find_component("PCA").__module__
+        'featureflow.compressors.pca'
+    """
+    if name in COMPONENTS:
+        return COMPONENTS[name]
+    module = BUILTIN_COMPONENTS.get(name)
+    if module is not None:
+        importlib.import_module(module)
+    for package in COMPONENT_PACKAGES:
+        if name in COMPONENTS:
+            break
+        importlib.import_module(package)
     if name not in COMPONENTS:
         raise ValueError(
-            f"unknown component type {name!r}; known: {sorted(COMPONENTS)}. "
+            f"unknown component type {name!r}; expected one of {sorted(COMPONENTS)} "
+            "(a component defined outside featureflow must be imported before loading). "
             "Was the model saved by a newer featureflow?"
         )
-    cls: Callable[..., Any] = COMPONENTS[name]
+    return COMPONENTS[name]
+
+
+def build_component(spec: dict[str, Any]) -> Any:
+    """Rebuild a component from ``{"type": name, "config": {...}}``.
+
+    The class is found by ``find_component``, so its module need not be imported first.
+
+    Args:
+        spec: ``{"type": class name, "config": constructor arguments}`` as written by
+            ``Configurable.describe``.
+
+    Returns:
+        A new, untrained instance; its weights come from a state dict.
+
+    Raises:
+        ValueError: ``spec`` is not a component spec, or its type is unknown.
+
+    Example:
+        >>> build_component({"type": "Identity", "config": {"feature_dim": 4}}).latent_dim
+        4
+    """
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"expected a component spec {{'type': ..., 'config': {{...}}}}, got {spec!r:.200}")
+    cls: Callable[..., Any] = find_component(spec["type"])
     return cls.from_config(spec.get("config", {}))  # type: ignore[attr-defined]
 
 
