@@ -201,8 +201,7 @@ def load_world_model(name_or_path: str | os.PathLike, *, revision: str | None = 
     ``verify`` checks ``model.safetensors`` against the SHA-256 in ``config.json`` (when
     the model was saved with one).
     """
-    import featureflow  # noqa: F401  (registers every component class)
-    from featureflow.world.model import WorldModel
+    from featureflow.world.model import WorldModel  # components are found by type (find_component)
 
     directory = _resolve(name_or_path, revision, local_files_only)
     config = _read_config(directory / CONFIG_NAME)
