@@ -54,8 +54,8 @@ def test_agent_clip_records_actions_and_is_deterministic():
     assert rnd.actions.shape == (3, 2) and bool((rnd.actions.abs() <= 1).all())
     with pytest.raises(ValueError, match="actions: expected shape"):
         w.clip(3, 4, actions=torch.zeros(2, 2))
-    with pytest.raises(ValueError, match="stride=1"):
-        w.clip(3, 4, stride=2)
+    with pytest.raises(ValueError, match="expected start=0"):
+        w.clip(3, 4, start=2)
 
 
 def test_agent_is_the_only_red_object():
@@ -245,7 +245,7 @@ def test_frame_skip_holds_the_action_in_env_clip_and_model():
     model.set_state(start)
     pred = model(torch.tensor([[[0.0, 1.0]]]), 1)
     assert torch.allclose(pred["positions"][0, 0, 0], env.state.positions)
-    clip = w.clip(2, 2, actions=torch.tensor([[0.0, 1.0]]), frame_skip=3)
+    clip = w.clip(2, 2, actions=torch.tensor([[0.0, 1.0]]), stride=3)
     assert torch.allclose(clip.positions[-1], w.act(w.reset(2), np.array([0.0, 1.0]), repeat=3).positions)
     np.testing.assert_allclose((clip.positions[1, 0] - clip.positions[0, 0]).numpy(), [0.0, 0.3], atol=1e-6)
     with pytest.raises(ValueError, match="frame_skip"):

@@ -31,7 +31,7 @@ def test_bundle_loads_with_its_training_settings(agent_model):
     assert wm.action_dim == 2 and wm.max_context == 2 and "rgb" in wm.probes
     assert wm.metadata["resolution"] == 24 and wm.metadata["frame_skip"] == 3
     assert wm.metadata["world"]["type"] == "AgentToyWorld"
-    frames = AgentToyWorld(24).clip(HELD_OUT[0], 2, frame_skip=3).rgb[None]
+    frames = AgentToyWorld(24).clip(HELD_OUT[0], 2, stride=3).rgb[None]
     # the pixel-patch encoder + identity compressor + exact probe reproduce the input frames
     assert torch.allclose(wm.decode_latents(wm.encode(frames), "rgb"), frames, atol=1e-5)
 
@@ -80,7 +80,7 @@ def test_imagined_env_over_the_bundle_passes_the_env_checker(agent_model):
     locate = SegmentationGoalCost((0.0, 0.0), world.camera, source="rgb")
 
     def initial(rng):
-        return world.clip(int(rng.integers(2_000_000, 3_000_000)), 2, frame_skip=3).rgb
+        return world.clip(int(rng.integers(2_000_000, 3_000_000)), 2, stride=3).rgb
 
     def reward(latent, rgb, action):
         xy, visible = locate.agent_position({"rgb": rgb})

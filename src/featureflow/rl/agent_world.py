@@ -11,6 +11,7 @@ off walls and pushes other objects.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -156,17 +157,51 @@ class AgentToyWorld(ToyWorld):
         return torch.from_numpy(out).to(torch.float32)
 
     def clip(  # type: ignore[override]
-        self, seed: int, length: int, stride: int = 1, start: int = 0, actions: Tensor | None = None, frame_skip: int = 1,
-        persistence: float = 0.8,
+        self, seed: int, length: int, stride: int = 1, start: int = 0, actions: Tensor | None = None,
+        frame_skip: int | None = None, persistence: float = 0.8,
     ) -> AgentClip:
         """A clip of ``length`` frames from ``reset(seed)`` under ``actions`` (length - 1, 2).
 
-        ``actions=None`` draws :meth:`random_actions` from ``seed`` (with ``persistence``). Each action is held
-        for ``frame_skip`` simulation steps and frames are ``frame_skip`` steps apart
-        (``stride`` and ``start`` must stay 1 and 0).
+        ``stride`` means what it means in :meth:`ToyWorld.clip`: simulation steps between
+        consecutive frames. Here each action is also held for those ``stride`` steps (one
+        action per recorded frame), which is what ``ToyWorldEnv(frame_skip=...)`` does per env
+        step, so a clip for an env with ``frame_skip=k`` is ``clip(..., stride=k)``.
+
+        Args:
+            seed: The episode (as in ``reset(seed)``).
+            length: Number of frames, >= 1.
+            stride: Simulation steps between consecutive frames, each action held throughout.
+            start: Must stay 0 (the actions start at the first frame).
+            actions: (length - 1, 2) commands in [-1, 1]; ``None`` draws
+                :meth:`random_actions` from ``seed`` (with ``persistence``).
+            frame_skip: Deprecated alias of ``stride`` (a ``DeprecationWarning``).
+            persistence: Probability that a random action repeats the previous one.
+
+        Returns:
+            An :class:`AgentClip` with the ``actions`` used.
+
+        Raises:
+            ValueError: ``start`` is not 0, ``stride`` and ``frame_skip`` disagree, or
+                ``length``/``actions`` have the wrong size.
+
+        Example:
+            >>> w = AgentToyWorld(resolution=16)
+            >>> c = w.clip(0, 3, stride=2)
+            >>> tuple(c.rgb.shape), tuple(c.actions.shape)
+            ((3, 3, 16, 16), (2, 2))
         """
-        if stride != 1 or start != 0:
-            raise ValueError("AgentToyWorld.clip records one action per step: use stride=1 and start=0")
+        if frame_skip is not None:
+            warnings.warn(
+                "AgentToyWorld.clip(frame_skip=...) is deprecated; use stride=... (simulation steps "
+                "between frames, each action held throughout)", DeprecationWarning, stacklevel=2,
+            )
+            if stride not in (1, frame_skip):
+                raise ValueError(f"stride={stride!r} and its deprecated alias frame_skip={frame_skip!r} disagree; give stride only")
+            stride = frame_skip
+        if start != 0:
+            raise ValueError(f"AgentToyWorld.clip records the actions from the first frame: expected start=0, got {start!r}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be an int >= 1 (simulation steps between frames), got {stride!r}")
         if not isinstance(length, int) or length < 1:
             raise ValueError(f"length must be an int >= 1, got {length!r}")
         if actions is None:
@@ -177,7 +212,7 @@ class AgentToyWorld(ToyWorld):
         state = self.reset(seed)
         pos, vel = [state.positions], [state.velocities]
         for a in actions:
-            state = self.act(state, a, frame_skip)
+            state = self.act(state, a, stride)
             pos.append(state.positions)
             vel.append(state.velocities)
         base = self._make_clip(state, torch.stack(pos), torch.stack(vel), (length,))

@@ -27,7 +27,7 @@ def resting_start(world: AgentToyWorld, seed: int, num_frames: int, frame_skip: 
         >>> tuple(clip.rgb.shape), bool((state.positions[0] == clip.positions[-1, 0]).all())
         ((2, 3, 16, 16), True)
     """
-    clip = world.clip(int(seed), num_frames, actions=torch.zeros(num_frames - 1, 2), frame_skip=frame_skip)
+    clip = world.clip(int(seed), num_frames, actions=torch.zeros(num_frames - 1, 2), stride=frame_skip)
     state = world.reset(int(seed))
     for _ in range(num_frames - 1):
         state = world.act(state, torch.zeros(2), frame_skip)

@@ -33,7 +33,7 @@ def agent_clip_dataset(
     """
     frames, actions = [], []
     for s in progress_bar(list(seeds), progress=progress, desc="clips"):
-        clip = world.clip(int(s), length, frame_skip=frame_skip, persistence=persistence)
+        clip = world.clip(int(s), length, stride=frame_skip, persistence=persistence)
         frames.append(clip.rgb)
         actions.append(clip.actions)
     return torch.stack(frames), torch.stack(actions)
