@@ -15,6 +15,7 @@ size after the encoder's sizing policy (its ``resize`` attribute):
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -41,6 +42,7 @@ __all__ = [
     "IMAGENET_STD",
     "prepare_images",
     "grid_size",
+    "check_encoder_output",
     "check_features",
     "encode_frames",
 ]
@@ -160,12 +162,28 @@ def prepare_images(images: Images | ImagesU8, patch_size: int, resize: str = "re
     return out.clamp_(0.0, 1.0).to(dtype)
 
 
-def check_features(features: Any, batch: int, grid: tuple[int, int], feature_dim: int, who: str) -> Tensor:
-    """Raise `ShapeError` unless ``features`` is a float tensor ``(batch, h, w, feature_dim)``.
+def check_encoder_output(features: Any, batch: int, grid: tuple[int, int], feature_dim: int, who: str) -> Tensor:
+    """Raise `ShapeError` unless an encoder's output is a float tensor ``(batch, h, w, feature_dim)``.
+
+    (Compressors check their *input* features with ``Compressor.check_features``, a method
+    with another signature; this function checks what an encoder returned.)
+
+    Args:
+        features: What the encoder returned.
+        batch: The number of images given to it.
+        grid: The patch grid (h, w) it should have produced.
+        feature_dim: Its ``feature_dim`` (D).
+        who: The encoder's name, for the error message.
+
+    Returns:
+        ``features``, unchanged.
+
+    Raises:
+        ShapeError: Not a tensor, not floating point, or not of shape (batch, h, w, D).
 
     Example:
         >>> import torch
-        >>> check_features(torch.zeros(2, 4, 4, 8), 2, (4, 4), 8, "enc").shape
+        >>> check_encoder_output(torch.zeros(2, 4, 4, 8), 2, (4, 4), 8, "enc").shape
         torch.Size([2, 4, 4, 8])
     """
     expected = (batch, grid[0], grid[1], feature_dim)
@@ -179,6 +197,26 @@ def check_features(features: Any, batch: int, grid: tuple[int, int], feature_dim
             f"(patch grid {grid[0]}x{grid[1]}, feature_dim {feature_dim})"
         )
     return features
+
+
+def check_features(features: Any, batch: int, grid: tuple[int, int], feature_dim: int, who: str) -> Tensor:
+    """Deprecated alias of `check_encoder_output` (a ``DeprecationWarning``).
+
+    The name ``check_features`` is kept by ``Compressor.check_features`` alone.
+
+    Example:
+        >>> import torch, warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     check_features(torch.zeros(1, 2, 2, 3), 1, (2, 2), 3, "enc").shape
+        torch.Size([1, 2, 2, 3])
+    """
+    warnings.warn(
+        "featureflow.encoders.check_features is deprecated; use check_encoder_output (same arguments)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return check_encoder_output(features, batch, grid, feature_dim, who)
 
 
 @typechecked
@@ -231,6 +269,6 @@ def encode_frames(
         for start in progress_bar(range(0, n, step), progress=progress, desc="encode frames", unit="batch"):
             part = flat[start : start + step]
             feats = encoder(part)
-            chunks.append(check_features(feats, part.shape[0], grid, int(encoder.feature_dim), name))
+            chunks.append(check_encoder_output(feats, part.shape[0], grid, int(encoder.feature_dim), name))
     out = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     return out.reshape(b, t, *out.shape[1:])

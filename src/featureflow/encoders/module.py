@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featureflow.encoders.base import IMAGENET_MEAN, IMAGENET_STD, check_features, grid_size, prepare_images
+from featureflow.encoders.base import IMAGENET_MEAN, IMAGENET_STD, check_encoder_output, grid_size, prepare_images
 from featureflow.typing import FrameFeatures, Images, ImagesU8, ShapeError, typechecked
 from featureflow.utils import Configurable, register_component
 
@@ -155,7 +155,7 @@ class ModuleEncoder(nn.Module, Configurable):
                     f"{(x.shape[0], self.feature_dim, *grid)} with channels_last=False"
                 )
             out = out.permute(0, 2, 3, 1)
-        return check_features(out, x.shape[0], grid, self.feature_dim, name)
+        return check_encoder_output(out, x.shape[0], grid, self.feature_dim, name)
 
     @classmethod
     @typechecked
