@@ -1,7 +1,7 @@
 """Fine-tune a one/two-step `MeanFlowForecaster` from a trained world model's flow forecaster.
 
-The flow forecaster of ``--model`` is the teacher (``--distill``, the default: its
-velocity is MeanFlow's ``v``) and the initialisation (``MeanFlowForecaster.from_flow``);
+The flow forecaster of ``--model`` is the initialisation (``MeanFlowForecaster.from_flow``)
+and the teacher: its velocity is MeanFlow's ``v`` (``--no-distill``: ``data - noise``);
 training runs through `featureflow.training.fit` on the latent clips the model was
 trained on, with a wall-clock budget: a short timing probe sets the number of optimizer
 steps so that the run ends within ``--minutes``, and the run stops at the next checkpoint
@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     from featureflow.training.fingerprint import data_fingerprint, model_fingerprint
     from featureflow.training.forecaster import forecaster_config
     from featureflow.utils import load_safetensors
+    from featureflow.utils.component_io import load_component
     from featureflow.world import WorldModel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="WorldModel (directory, bundled name or Hub id) with a FlowForecaster")
+    ap.add_argument("--model", required=True, help="WorldModel (directory, bundled name or Hub id) with a FlowForecaster, "
+                    "or a directory with a saved FlowForecaster component (forecaster.json)")
     ap.add_argument("--latents", required=True, help="safetensors file with 'latents' (N, T, h, w, C)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of the optimisation")
@@ -65,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    wm = WorldModel.from_pretrained(args.model)
-    flow = wm.forecaster
+    if (Path(args.model) / "forecaster.json").is_file():  # a saved forecaster component (e.g. a pipeline stage)
+        flow = load_component(args.model, "forecaster")
+    else:
+        flow = WorldModel.from_pretrained(args.model).forecaster
     tensors = load_safetensors(args.latents)
     if "latents" not in tensors:
         raise ValueError(f"{args.latents} has no 'latents' tensor (expected (N, T, h, w, C)); found {sorted(tensors)}")
