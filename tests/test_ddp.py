@@ -33,13 +33,21 @@ def _pythonpath() -> str:
     return os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     pytest.importorskip("torch.distributed.run", reason="torchrun is unavailable")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath(), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    # a session of its own: on a timeout the launcher and both workers are killed together
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as launcher:
+        try:
+            out, err = launcher.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+            raise
+    assert launcher.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(cmd, launcher.returncode, out, err)
 
 
 def _losses(path: Path) -> list[float]:
@@ -105,7 +113,8 @@ def test_a_stopped_or_dead_rank_ends_the_other_with_a_clear_error(tmp_path, how)
                "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "FEATUREFLOW_DIST_TIMEOUT": "3"}
         procs.append(subprocess.Popen([sys.executable, str(WORKER), "stall", str(tmp_path), how], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True))
     try:
         procs[0].wait(timeout=600)
     finally:
