@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="WorldModel (directory, bundled name or Hub id) with a FlowForecaster, "
-                    "or a directory with a saved FlowForecaster component (forecaster.json)")
+                    "or a directory with a saved FlowForecaster component (forecaster.json or a stage's component.json)")
     ap.add_argument("--latents", required=True, help="safetensors file with 'latents' (N, T, h, w, C)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of the optimisation")
@@ -67,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    if (Path(args.model) / "forecaster.json").is_file():  # a saved forecaster component (e.g. a pipeline stage)
-        flow = load_component(args.model, "forecaster")
+    saved = [n for n in ("forecaster", "component") if (Path(args.model) / f"{n}.json").is_file()]
+    if saved:  # a saved forecaster component (save_forecaster, or a pipeline stage's component.json)
+        flow = load_component(args.model, saved[0])
     else:
         flow = WorldModel.from_pretrained(args.model).forecaster
+    if type(flow).__name__ != "FlowForecaster":
+        raise ValueError(f"{args.model}: expected a FlowForecaster to fine-tune from, got {type(flow).__name__}")
     tensors = load_safetensors(args.latents)
     if "latents" not in tensors:
         raise ValueError(f"{args.latents} has no 'latents' tensor (expected (N, T, h, w, C)); found {sorted(tensors)}")
