@@ -313,8 +313,11 @@ def latent_comparison(q: dict[str, Any], out: Path, prefix: str) -> list[str]:
              "Flow rows only, mean ± 1.96·SE over clips:", "",
              md_table(["context", "step", "latent", *[c[2] for c in cols]], rows), ""]
     if stale:
-        lines += [f"({', '.join(stale)}: stored by the previous `quality.py`, without object-class mIoU (—); "
-                  "its model may also predate the current bundle.)", ""]
+        lines += [f"**Not comparable row by row:** {', '.join(stale)} were stored by the previous `quality.py` "
+                  "(no object-class mIoU: —) on models built with the *first* bundle's encoder "
+                  "and the old recipe (one target per clip, 1200 steps), not the current bundle's; they are "
+                  "kept until they are retrained with the current recipe (`configs/toyworld_pca16.json`, "
+                  "`configs/toyworld_raw.json` already carry it).", ""]
     c1 = next(iter(base))
     mid = list(base[c1])[-1]
     summary = []
