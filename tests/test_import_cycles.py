@@ -129,7 +129,8 @@ LAYERS = {
     "solvers": 3, "encoders": 3, "compressors": 3, "data": 3,
     "forecast": 4, "probes": 4, "viz": 4,
     "world": 5,
-    "training": 6, "compat": 6, "rl": 6, "demo": 6, "demo_forecast": 6, "cli": 6,
+    "training": 6, "compat": 6, "demo": 6, "demo_forecast": 6, "cli": 6,
+    "rl": 7,
 }
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from featureflow.rl.action_model import pixel_world_model
 from featureflow.rl.agent_world import AgentToyWorld
-from featureflow.utils import JSONLLogger, progress_bar
+from featureflow.training.fingerprint import model_fingerprint
+from featureflow.training.loop import FitConfig, fit
+from featureflow.utils import progress_bar
 from featureflow.world import WorldModel
 
 __all__ = ["agent_clip_dataset", "train_action_world_model"]
@@ -37,6 +40,23 @@ def agent_clip_dataset(
         frames.append(clip.rgb)
         actions.append(clip.actions)
     return torch.stack(frames), torch.stack(actions)
+
+
+class _ActionClips(torch.utils.data.Dataset):
+    """Latent clips and the actions between their frames, as ``{"latents", "actions"}`` items."""
+
+    def __init__(self, latents: Tensor, actions: Tensor) -> None:
+        self.latents, self.actions = latents, actions
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"latents": self.latents[i], "actions": self.actions[i]}
+
+
+def _action_loss(model: torch.nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+    return model.loss(batch["latents"], generator, batch["actions"])
 
 
 def train_action_world_model(
@@ -82,26 +102,12 @@ def train_action_world_model(
     wm.compressor.set_feature_stats(flat.mean(0), flat.std(0).mean().clamp(min=1e-3).expand(flat.shape[1]).clone())
     latents = wm.compressor.encode(feats).reshape(*frames.shape[:2], *feats.shape[1:])
     forecaster = wm.forecaster
-    opt = torch.optim.AdamW(forecaster.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=train_steps, pct_start=0.05)
-    g = torch.Generator().manual_seed(seed)
-    logger = JSONLLogger(log_path, append=False) if log_path is not None else None
-    forecaster.train()
-    bar = progress_bar(range(train_steps), progress=progress, desc="train", total=train_steps)
-    for step in bar:
-        idx = torch.randint(0, num_clips, (batch_size,), generator=g)
-        loss = forecaster.loss(latents[idx], g, actions[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(forecaster.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if logger is not None and (step % 50 == 0 or step == train_steps - 1):
-            logger.log(step=step, loss=loss.item())
-        if hasattr(bar, "set_postfix") and step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    if logger is not None:
-        logger.close()
+    if log_path is not None:
+        Path(log_path).unlink(missing_ok=True)  # a fresh log per run
+    cfg = FitConfig(steps=train_steps, batch_size=batch_size, lr=lr, weight_decay=0.01, warmup=max(1, train_steps // 20),
+                    ema_decay=None, clip_grad=1.0, seed=seed, log_every=50)
+    fit(forecaster, _action_loss, _ActionClips(latents.detach(), actions), cfg, log_path=log_path, progress=progress,
+        desc="train", fingerprint={"model": model_fingerprint(forecaster)})
     wm.eval()
     wm.metadata = {
         "world": {"type": type(world).__name__, "config": dict(world.config)},
