@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     cands = [16] if args.quick else [50, 100, 300]
     samples = [2] if args.quick else [1, 4]
     model = LatentPlanningModel(wm, decode=("rgb",), steps=args.nfe, generator=torch.Generator().manual_seed(args.seed))
-    clip = world.clip(1_000_000, wm.max_context, frame_skip=fs)
+    clip = world.clip(1_000_000, wm.max_context, stride=fs)
     model.set_context(clip.rgb)
     cost = SegmentationGoalCost((0.5, -0.5), world.camera, source="rgb")
 
