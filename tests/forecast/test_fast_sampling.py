@@ -157,3 +157,38 @@ def test_world_model_forecast_precision_and_compile_options():
         assert sampling_forecaster(fc, compile=True) is fc and fc.denoiser.sampling_compiled
     finally:
         fc.denoiser.compile_sampling(False)
+
+
+def test_eager_fast_window_step_matches_the_blockwise_step_and_falls_back_with_grad(monkeypatch):
+    from featureflow.forecast.causal_trunk import CausalTrunk, gelu_tanh_
+
+    x = torch.linspace(-8, 8, 401)
+    torch.testing.assert_close(gelu_tanh_(x.clone()), torch.nn.functional.gelu(x, approximate="tanh"), atol=2e-6, rtol=0)
+    den = randomised()
+    ctx, x, t = torch.randn(2, 3, 4, 5, C), torch.randn(2, 4, 5, C), torch.rand(2)
+    with torch.no_grad():
+        state = den.prefill(ctx)
+        assert den.trunk._fast_window(x, t)
+        fast = den.step(state, x, t)
+        fast_kv = [w[..., -1, :].clone() for w in state.key_window + state.value_window]
+        monkeypatch.setattr(CausalTrunk, "_fast_window", lambda self, *a: False)
+        slow = den.step(state, x, t)
+        slow_kv = [w[..., -1, :].clone() for w in state.key_window + state.value_window]
+        monkeypatch.undo()
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-6)
+    for a, b in zip(fast_kv, slow_kv):  # the scratch slots hold the same rotated keys and values
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    # the stacked modulation follows weight updates
+    with torch.no_grad():
+        den.trunk.blocks[1].ada.bias.add_(0.1)
+        want = den.velocity(ctx, x, t)
+        torch.testing.assert_close(den.step(den.prefill(ctx), x, t), want, atol=1e-5, rtol=1e-5)
+    # with grad (training, or inputs that require grad) the blockwise step runs
+    assert not den.trunk._fast_window(x.requires_grad_(), t)
+    assert not den.trunk._fast_window(x.detach(), t)  # the weights require grad
+    den.train()  # no dropout: train mode samples the same way
+    with torch.no_grad():
+        assert den.trunk._fast_window(x.detach(), t)
+    dropped = Denoiser(latent_dim=C, width=32, depth=1, heads=2, dropout=0.1).train()
+    with torch.no_grad():
+        assert not dropped.trunk._fast_window(x.detach(), t)

@@ -24,6 +24,8 @@ and all temporal mixing happens in the target frame's queries, at every layer.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
+from featureflow.kernels.dispatch import get_mode
 
 __all__ = ["CausalTrunk", "context_mask", "teacher_mask"]
 
@@ -142,6 +145,96 @@ class CausalBlock(nn.Module):
         y = adaln_modulate(z, m_shift, m_scale)
         z = z + m_gate * self.mlp(y)
         return z, k, v
+
+    def window_step(
+        self,
+        z: Tensor,
+        mods: tuple[Tensor, ...],
+        t_rope: tuple[Tensor, Tensor],
+        s_rope: tuple[Tensor, Tensor],
+        key_window: Tensor,
+        value_window: Tensor,
+    ) -> Tensor:
+        """:meth:`forward` for one target frame over a K/V window, in fewer small ops (eager CPU sampling).
+
+        Same value as ``forward(z, c, ..., window=(key_window, value_window))`` up to
+        float rounding: the adaLN modulations come precomputed (``mods``: the nine
+        (b, 1, 1, d) chunks of this layer's ``ada``, the scales already ``1 + scale``),
+        the q/k RMSNorm and rotation run in the projection's own layout (no transposed
+        copies), rotations take full-width tables (``cos | cos``, ``-sin | sin``) so each
+        is one swap and two products, the MLP's tanh-GELU is computed through a sigmoid
+        (:func:`gelu_tanh_`; this CPU's ``tanh`` is slow), and every elementwise step
+        after a projection or norm runs in place on that fresh output: each large
+        temporary is a fresh ``malloc`` that can cost page faults, more than the op itself.
+        Only for inference (nothing may require grad).
+
+        Args:
+            z: (b, 1, hw, d) tokens of the target frame.
+            mods: the layer's nine modulation tensors (shift, 1 + scale, gate) x (temporal,
+                spatial, MLP), each broadcastable to ``z``.
+            t_rope: full-width temporal tables, each (1, head_dim), for the target's position.
+            s_rope: full-width spatial tables, each (hw, 1, head_dim).
+            key_window: (b, hw, H, m + 1, hd) rotated keys; the last slot is written.
+            value_window: (b, hw, H, m + 1, hd) values; the last slot is written.
+
+        Returns:
+            The layer's output tokens (b, 1, hw, d).
+        """
+        b, _, hw, d = z.shape
+        heads, hd = self.temporal.heads, self.temporal.head_dim
+        t_shift, t_scale1, t_gate, s_shift, s_scale1, s_gate, m_shift, m_scale1, m_gate = mods
+        # temporal attention: one query per patch over the window's keys
+        y = F.layer_norm(z, (d,), eps=1e-5).mul_(t_scale1).add_(t_shift)
+        qkv = self.temporal.qkv_proj(y).view(b, hw, 3, heads, hd)
+        tq, tk = self.temporal.q_norm, self.temporal.k_norm
+        q = _rotate_(F.rms_norm(qkv[:, :, 0], (hd,), tq.weight, tq.eps), *t_rope)
+        key_window[..., -1, :] = _rotate_(F.rms_norm(qkv[:, :, 1], (hd,), tk.weight, tk.eps), *t_rope)
+        value_window[..., -1, :] = qkv[:, :, 2]
+        att = window_attention(q.unsqueeze(-2), key_window, value_window)  # (b, hw, H, 1, hd)
+        z = self.temporal.proj(att.reshape(b, 1, hw, d)).mul_(t_gate).add_(z)
+        # spatial attention within the frame
+        y = F.layer_norm(z, (d,), eps=1e-5).mul_(s_scale1).add_(s_shift)
+        qkv = self.spatial.qkv_proj(y).view(b, hw, 3, heads, hd)
+        sq, sk = self.spatial.q_norm, self.spatial.k_norm
+        qs = _rotate_(F.rms_norm(qkv[:, :, 0], (hd,), sq.weight, sq.eps), *s_rope)
+        ks = _rotate_(F.rms_norm(qkv[:, :, 1], (hd,), sk.weight, sk.eps), *s_rope)
+        att = F.scaled_dot_product_attention(qs.transpose(1, 2), ks.transpose(1, 2), qkv[:, :, 2].transpose(1, 2))
+        z = self.spatial.proj(att.transpose(1, 2).reshape(b, 1, hw, d)).mul_(s_gate).add_(z)
+        # MLP
+        y = F.layer_norm(z, (d,), eps=1e-5).mul_(m_scale1).add_(m_shift)
+        return self.mlp.fc2(gelu_tanh_(self.mlp.fc1(y))).mul_(m_gate).add_(z)
+
+
+def gelu_tanh_(x: Tensor) -> Tensor:
+    """``F.gelu(x, approximate="tanh")`` computed in place in ``x``, as ``x * sigmoid(2 u)``.
+
+    ``u = sqrt(2/pi) (x + 0.044715 x^3)`` and ``0.5 (1 + tanh(u)) = sigmoid(2 u)``: the
+    same function, equal to float rounding (max abs. difference about 5e-7 on unit-scale
+    inputs). One temporary instead of PyTorch's output tensor, and about 2x faster on
+    this CPU, whose vectorised ``tanh`` is slow (``docs/speed.md``). ``x`` must not be
+    needed afterwards (nor require grad).
+
+    Example:
+        >>> import torch
+        >>> x = torch.linspace(-6, 6, 101)
+        >>> bool(torch.allclose(gelu_tanh_(x.clone()), F.gelu(x, approximate="tanh"), atol=2e-6))
+        True
+    """
+    u = x * x
+    u.mul_(x).mul_(0.044715).add_(x).mul_(1.5957691216057308).sigmoid_()
+    return x.mul_(u)
+
+
+def _rotate_(x: Tensor, cos_full: Tensor, sin_signed: Tensor) -> Tensor:
+    """Rotate-half rotary embedding of ``x`` in place, with full-width tables ``cos | cos``
+    and ``-sin | sin``.
+
+    Bit for bit :func:`~featureflow.forecast.rope.apply_rope` (``x1 cos - x2 sin`` is
+    ``x1 cos + x2 (-sin)``; negation is exact) with one temporary instead of five.
+    """
+    half = x.shape[-1] // 2
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1).mul_(sin_signed)
+    return x.mul_(cos_full).add_(swapped)
 
 
 class CausalTrunk(nn.Module):
@@ -384,8 +477,57 @@ class CausalTrunk(nn.Module):
         z = self.embed_in(x_t).reshape(b, 1, h * w, self.width)
         c = self._conditioning(t[:, None], cond, interval)
         c_act = F.silu(c)
+        if self._fast_window(x_t, t, cond, interval):
+            # every layer's adaLN modulation in one matmul, the scales already 1 + scale
+            weight, bias = self._stacked_ada()
+            mods = F.linear(c_act, weight, bias).view(b, 1, 1, len(self.blocks), 9, self.width).unbind(-2)
+            t_rope = self._full_rope(("t", 1, m, str(x_t.device)), lambda: self._time_rope(1, x_t.device, start=m))
+            s_rope = self._full_rope(("s", h, w, str(x_t.device)), lambda: self._space_rope(h, w, x_t.device), 1)
+            for i, (block, kw, vw) in enumerate(zip(self.blocks, key_window, value_window)):
+                z = block.window_step(z, tuple(u.select(-2, i) for u in mods), t_rope, s_rope, kw, vw)
+            return self._final(z[:, 0], c[:, 0], h, w)
         t_rope = self._time_rope(1, x_t.device, start=m)
         s_rope = self._space_rope(h, w, x_t.device)
         for block, kw, vw in zip(self.blocks, key_window, value_window):
             z, _, _ = block(z, c, t_rope, s_rope, window=(kw, vw), c_act=c_act)
         return self._final(z[:, 0], c[:, 0], h, w)
+
+    # ------------------------------------------------- the eager fast window step
+    def _fast_window(self, x: Tensor, *others: Tensor | None) -> bool:
+        """True when :meth:`step_window` may take :meth:`CausalBlock.window_step`: eager
+        sampling with the PyTorch kernels (no Triton path, not under ``torch.compile``, which
+        fuses the blockwise step itself, no active dropout, nothing that requires grad
+        among the weights and the inputs ``x``, ``others``)."""
+        if x.is_cuda or get_mode() == "triton" or self.blocks[0].ada.weight.dtype != x.dtype:
+            return False
+        if (self.training and self.blocks[0].temporal.dropout > 0) or torch.compiler.is_compiling():
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        inputs = [x, *(u for u in others if u is not None)]
+        return not any(p.requires_grad for p in self.parameters()) and not any(u.requires_grad for u in inputs)
+
+    def _stacked_ada(self) -> tuple[Tensor, Tensor]:
+        """All layers' ``ada`` weights (depth * 9 * d, d) and biases stacked, the scale
+        biases plus one; rebuilt whenever a weight changes (tensor version counters)."""
+        params = [p for blk in self.blocks for p in (blk.ada.weight, blk.ada.bias)]
+        key = tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in params)
+        cached = getattr(self, "_ada_stack", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                weight = torch.cat(params[0::2])
+                bias = torch.cat(params[1::2]).view(len(self.blocks), 9, self.width).clone()
+                bias[:, 1::3] += 1.0  # t_scale, s_scale, m_scale -> 1 + scale
+                cached = self._ada_stack = (key, weight, bias.view(-1))
+        return cached[1], cached[2]
+
+    def _full_rope(self, key: tuple, tables: Callable[[], tuple[Tensor, Tensor]], axis: int | None = None) -> tuple[Tensor, Tensor]:
+        """Full-width rotary tables ``(cos | cos, -sin | sin)`` of ``tables()`` (cached), with
+        a unit axis inserted at ``axis`` (spatial tables broadcast over heads)."""
+        key = ("full", *key)
+        if key not in self._rope_cache:
+            cos, sin = tables()
+            with torch.inference_mode(False):
+                full = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+                self._rope_cache[key] = full if axis is None else tuple(u.unsqueeze(axis) for u in full)
+        return self._rope_cache[key]
