@@ -160,8 +160,8 @@ class CausalBlock(nn.Module):
         Same value as ``forward(z, c, ..., window=(key_window, value_window))`` up to
         float rounding: the adaLN modulations come precomputed (``mods``: the nine
         (b, 1, 1, d) chunks of this layer's ``ada``, the scales already ``1 + scale``),
-        the q/k RMSNorm and rotation run in the projection's own layout (no transposed
-        copies), rotations take full-width tables (``cos | cos``, ``-sin | sin``) so each
+        queries and keys are normalised and rotated together, in the projection's own
+        layout (one norm call, no transposed copies), rotations take full-width tables (``cos | cos``, ``-sin | sin``) so each
         is one swap and two products, the MLP's tanh-GELU is computed through a sigmoid
         (:func:`gelu_tanh_`; this CPU's ``tanh`` is slow), and every elementwise step
         after a projection or norm runs in place on that fresh output: each large
@@ -173,7 +173,7 @@ class CausalBlock(nn.Module):
             mods: the layer's nine modulation tensors (shift, 1 + scale, gate) x (temporal,
                 spatial, MLP), each broadcastable to ``z``.
             t_rope: full-width temporal tables, each (1, head_dim), for the target's position.
-            s_rope: full-width spatial tables, each (hw, 1, head_dim).
+            s_rope: full-width spatial tables, each (hw, 1, 1, head_dim).
             key_window: (b, hw, H, m + 1, hd) rotated keys; the last slot is written.
             value_window: (b, hw, H, m + 1, hd) values; the last slot is written.
 
@@ -186,19 +186,16 @@ class CausalBlock(nn.Module):
         # temporal attention: one query per patch over the window's keys
         y = F.layer_norm(z, (d,), eps=1e-5).mul_(t_scale1).add_(t_shift)
         qkv = self.temporal.qkv_proj(y).view(b, hw, 3, heads, hd)
-        tq, tk = self.temporal.q_norm, self.temporal.k_norm
-        q = _rotate_(F.rms_norm(qkv[:, :, 0], (hd,), tq.weight, tq.eps), *t_rope)
-        key_window[..., -1, :] = _rotate_(F.rms_norm(qkv[:, :, 1], (hd,), tk.weight, tk.eps), *t_rope)
+        qk = _rotate_(_qk_norm_(qkv[:, :, :2], self.temporal), *t_rope)  # (b, hw, 2, H, hd)
+        key_window[..., -1, :] = qk[:, :, 1]
         value_window[..., -1, :] = qkv[:, :, 2]
-        att = window_attention(q.unsqueeze(-2), key_window, value_window)  # (b, hw, H, 1, hd)
+        att = window_attention(qk[:, :, 0].unsqueeze(-2), key_window, value_window)  # (b, hw, H, 1, hd)
         z = self.temporal.proj(att.reshape(b, 1, hw, d)).mul_(t_gate).add_(z)
         # spatial attention within the frame
         y = F.layer_norm(z, (d,), eps=1e-5).mul_(s_scale1).add_(s_shift)
         qkv = self.spatial.qkv_proj(y).view(b, hw, 3, heads, hd)
-        sq, sk = self.spatial.q_norm, self.spatial.k_norm
-        qs = _rotate_(F.rms_norm(qkv[:, :, 0], (hd,), sq.weight, sq.eps), *s_rope)
-        ks = _rotate_(F.rms_norm(qkv[:, :, 1], (hd,), sk.weight, sk.eps), *s_rope)
-        att = F.scaled_dot_product_attention(qs.transpose(1, 2), ks.transpose(1, 2), qkv[:, :, 2].transpose(1, 2))
+        qk = _rotate_(_qk_norm_(qkv[:, :, :2], self.spatial), *s_rope).transpose(1, 3)  # (b, H, 2, hw, hd)
+        att = F.scaled_dot_product_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2].transpose(1, 2))
         z = self.spatial.proj(att.transpose(1, 2).reshape(b, 1, hw, d)).mul_(s_gate).add_(z)
         # MLP
         y = F.layer_norm(z, (d,), eps=1e-5).mul_(m_scale1).add_(m_shift)
@@ -223,6 +220,17 @@ def gelu_tanh_(x: Tensor) -> Tensor:
     u = x * x
     u.mul_(x).mul_(0.044715).add_(x).mul_(1.5957691216057308).sigmoid_()
     return x.mul_(u)
+
+
+def _qk_norm_(qk: Tensor, attention: Attention) -> Tensor:
+    """RMS-normalise queries and keys ``qk`` (..., 2, H, hd) with one norm call: ``F.rms_norm``
+    without a weight, then each side's weight multiplied in place (the same ops, in the
+    same order, as ``F.rms_norm`` with the weight on this CPU path)."""
+    qn, kn = attention.q_norm, attention.k_norm
+    if qn.eps != kn.eps or qn.weight is None or kn.weight is None:
+        return torch.stack([qn(qk[..., 0, :, :]), kn(qk[..., 1, :, :])], dim=-3)
+    weight = torch.stack([qn.weight, kn.weight])[:, None]  # (2, 1, hd)
+    return F.rms_norm(qk, (qk.shape[-1],), eps=qn.eps).mul_(weight)
 
 
 def _rotate_(x: Tensor, cos_full: Tensor, sin_signed: Tensor) -> Tensor:
@@ -482,7 +490,7 @@ class CausalTrunk(nn.Module):
             weight, bias = self._stacked_ada()
             mods = F.linear(c_act, weight, bias).view(b, 1, 1, len(self.blocks), 9, self.width).unbind(-2)
             t_rope = self._full_rope(("t", 1, m, str(x_t.device)), lambda: self._time_rope(1, x_t.device, start=m))
-            s_rope = self._full_rope(("s", h, w, str(x_t.device)), lambda: self._space_rope(h, w, x_t.device), 1)
+            s_rope = self._full_rope(("s", h, w, str(x_t.device)), lambda: self._space_rope(h, w, x_t.device), True)
             for i, (block, kw, vw) in enumerate(zip(self.blocks, key_window, value_window)):
                 z = block.window_step(z, tuple(u.select(-2, i) for u in mods), t_rope, s_rope, kw, vw)
             return self._final(z[:, 0], c[:, 0], h, w)
@@ -521,13 +529,15 @@ class CausalTrunk(nn.Module):
                 cached = self._ada_stack = (key, weight, bias.view(-1))
         return cached[1], cached[2]
 
-    def _full_rope(self, key: tuple, tables: Callable[[], tuple[Tensor, Tensor]], axis: int | None = None) -> tuple[Tensor, Tensor]:
-        """Full-width rotary tables ``(cos | cos, -sin | sin)`` of ``tables()`` (cached), with
-        a unit axis inserted at ``axis`` (spatial tables broadcast over heads)."""
+    def _full_rope(
+        self, key: tuple, tables: Callable[[], tuple[Tensor, Tensor]], per_token: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Full-width rotary tables ``(cos | cos, -sin | sin)`` of ``tables()`` (cached);
+        ``per_token``: (hw, 1, 1, head_dim), broadcasting over (q/k, heads)."""
         key = ("full", *key)
         if key not in self._rope_cache:
             cos, sin = tables()
             with torch.inference_mode(False):
                 full = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
-                self._rope_cache[key] = full if axis is None else tuple(u.unsqueeze(axis) for u in full)
+                self._rope_cache[key] = tuple(u[:, None, None] for u in full) if per_token else full
         return self._rope_cache[key]
