@@ -27,6 +27,13 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 }
 
 
+#: The sampler of the quality, distribution and calibration protocol (solver, network
+#: evaluations per frame), chosen on the ToyWorld **val** split by
+#: ``benchmarks/sampler_choice.py`` (stored in ``docs/benchmarks/sampler_val.json``);
+#: ``--solver``/``--steps`` override it. ``nfe.py`` and ``speed.py`` sweep the others.
+PROTOCOL_SOLVER, PROTOCOL_STEPS = "euler", 2
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="toyworld", help="bundled name, directory or Hub id of a WorldModel")

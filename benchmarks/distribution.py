@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import base_parser, bootstrap_ratio, fmt, interval, load, md_table, setup, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    PROTOCOL_SOLVER, PROTOCOL_STEPS, base_parser, bootstrap_ratio, fmt, interval, load, md_table, setup, write_json,
+)
 
 FORMAT = 2
 HORIZON = 3
@@ -181,8 +183,8 @@ def parser() -> Any:
     p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 3 with --quick)")
     p.add_argument("--futures", type=int, default=None, help="M true futures (default 16; 3 with --quick)")
     p.add_argument("--pool", type=int, default=4, help="segmentation average-pool factor")
-    p.add_argument("--solver", default="heun")
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--solver", default=PROTOCOL_SOLVER, help="sampler (default: the protocol's, chosen on val)")
+    p.add_argument("--steps", type=int, default=PROTOCOL_STEPS, help="network evaluations per frame")
     p.add_argument("--batch", type=int, default=8, help="contexts per forecast batch")
     return p
 

@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    PROTOCOL_SOLVER, PROTOCOL_STEPS,
     METRICS, base_parser, bootstrap_ratio, dense_scores, fmt, interval, load, md_table, object_classes, setup,
     stack, test_clips, write_json,
 )
@@ -304,8 +305,8 @@ def parser() -> Any:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=None, help="clips (default 64; 2 with --quick)")
     p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 2 with --quick)")
-    p.add_argument("--solver", default="heun")
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--solver", default=PROTOCOL_SOLVER, help="sampler (default: the protocol's, chosen on val)")
+    p.add_argument("--steps", type=int, default=PROTOCOL_STEPS, help="network evaluations per frame")
     p.add_argument("--batch", type=int, default=8, help="clips per forecast batch")
     return p
 
