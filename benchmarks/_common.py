@@ -31,7 +31,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 #: evaluations per frame), chosen on the ToyWorld **val** split by
 #: ``benchmarks/sampler_choice.py`` (stored in ``docs/benchmarks/sampler_val.json``);
 #: ``--solver``/``--steps`` override it. ``nfe.py`` and ``speed.py`` sweep the others.
-PROTOCOL_SOLVER, PROTOCOL_STEPS = "euler", 2
+PROTOCOL_SOLVER, PROTOCOL_STEPS = "euler", 3
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

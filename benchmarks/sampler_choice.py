@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = (("euler", 2), ("euler", 4), ("euler", 8), ("heun", 4))
+SETTINGS = (("euler", 2), ("euler", 3), ("euler", 4), ("euler", 8), ("heun", 4))
 
 
 def _run(model: str, runs: Path, clips: int) -> None:
