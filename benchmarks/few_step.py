@@ -22,7 +22,8 @@ generator seed. Per row and step (t+1, t+3):
 Rows: the teacher flow (the model's forecaster) at Euler 9, 2 and 1 NFE; each MeanFlow
 forecaster at 1 and 2 NFE; copy-last-frame and the oracle for the mIoU scale.
 Figures are means over clips ± 1.96·SE. Writes ``few_step.json`` (``few_step_val.json``
-for the val split) and ``few_step.png`` (ensemble-mean object mIoU vs NFE).
+for the val split), ``few_step.png`` (ensemble-mean object mIoU vs NFE) and
+``few_step_energy.png`` (latent energy distance vs NFE).
 
 Run::
 
@@ -177,19 +178,23 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def _plot(res: dict[str, Any], path: Path) -> None:
-    """Ensemble-mean object mIoU at t+1 and t+3 against NFE, one line per sampler."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for name, r in res["results"].items():
-        if "nfe" not in r:
-            continue
-        family = name.rsplit(",", 1)[0]
-        for step in STEPS:
-            series.setdefault(f"{family} ({step})", []).append((r["nfe"], r[step]["ens_miou_obj"]["mean"]))
-    lines = [(label, [x for x, _ in sorted(pts)], [y for _, y in sorted(pts)]) for label, pts in series.items()]
+    """Against NFE, one line per sampler and step: ensemble-mean object mIoU (``path``) and
+    the latent energy distance to the branched true futures (``path`` with ``_energy``)."""
     p = res["protocol"]
-    line_plot(path, lines, xlabel="network evaluations per forecast frame (NFE)",
-              ylabel=f"ensemble-mean object mIoU % (k={p['samples_K']})", logx=True,
-              title=f"Few-step sampling, ToyWorld {p['split']} N={p['clips']}")
+    labels = {"ens_miou_obj": f"ensemble-mean object mIoU % (k={p['samples_K']})",
+              "energy_latent": "energy distance to true futures, latent (lower = closer)"}
+    for metric, ylabel in labels.items():
+        series: dict[str, list[tuple[float, float]]] = {}
+        for name, r in res["results"].items():
+            if "nfe" not in r:
+                continue
+            family = name.rsplit(",", 1)[0]
+            for step in STEPS:
+                series.setdefault(f"{family} ({step})", []).append((r["nfe"], r[step][metric]["mean"]))
+        lines = [(label, [x for x, _ in sorted(pts)], [y for _, y in sorted(pts)]) for label, pts in series.items()]
+        out = path if metric == "ens_miou_obj" else path.with_name(path.stem + "_energy.png")
+        line_plot(out, lines, xlabel="network evaluations per forecast frame (NFE)", ylabel=ylabel, logx=True,
+                  title=f"Few-step sampling, ToyWorld {p['split']} N={p['clips']}")
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -248,6 +253,15 @@ def docs_section(res: dict[str, Any], rows: list[str], reference: str, note: str
            f"{p['interval']}. ms / frame: one clip's K-sample forecast frame, cached context.", ""]
     if note:
         out += [note, ""]
+    summary = []
+    for name in rows:
+        if name.startswith("MeanFlow"):
+            ok, lines = verdict(res, name, reference)
+            missed = [ln.split(":")[0] for ln in lines if ln.endswith("NOT met")]
+            summary.append(f"{name}: {len(lines) - len(missed)} of {len(lines)} targets met"
+                           + (f" (not met: {', '.join(missed)})" if missed else " — it matches"))
+    if summary:
+        out += [f"**In short, against {reference}:** " + "; ".join(summary) + ".", ""]
     for step in STEPS:
         table = []
         for name in rows:
@@ -262,7 +276,8 @@ def docs_section(res: dict[str, Any], rows: list[str], reference: str, note: str
             ok, lines = verdict(res, name, reference)
             out += [f"**{name} vs {reference}: {'matches' if ok else 'does NOT match'} its quality** "
                     "(issue 15's targets, on the point estimates; the intervals are in the tables):", ""] + [f"- {ln}" for ln in lines] + [""]
-    out.append(SECTION_END)
+    out += ["![Latent energy distance to the true futures vs NFE](benchmarks/few_step_energy.png)", "",
+            "![Ensemble-mean object mIoU vs NFE](benchmarks/few_step.png)", "", SECTION_END]
     return "\n".join(out)
 
 
