@@ -62,6 +62,7 @@ def test_import_featureflow_is_lazy_and_builds_every_saved_kind():
         "probes/rgb": "RGBHead",
         "probes/segmentation": "SegmentationHead",
         "baselines/regression": "RegressionForecaster",
+        "baselines/meanflow": "MeanFlowForecaster",
         "fallback": "Identity",
     }
     for heavy in ("featureflow.rl", "featureflow.compat", "featureflow.training", "featureflow.world"):
