@@ -193,3 +193,20 @@ def test_eager_fast_window_step_matches_the_blockwise_step_and_falls_back_with_g
     dropped = Denoiser(latent_dim=C, width=32, depth=1, heads=2, dropout=0.1).train()
     with torch.no_grad():
         assert not dropped.trunk._fast_window(x.detach(), t)
+
+
+def test_window_step_accepts_weights_made_under_inference_mode():
+    """Weights created under torch.inference_mode() carry no version counter: the stacked
+    adaLN weights are rebuilt every call instead of cached, with the same result."""
+    from featureflow.forecast import Denoiser
+
+    torch.manual_seed(0)
+    ref = Denoiser(latent_dim=4, width=32, depth=2, heads=2, max_context=2).eval()
+    with torch.inference_mode():
+        inf = Denoiser(latent_dim=4, width=32, depth=2, heads=2, max_context=2).eval()
+        inf.load_state_dict(ref.state_dict())
+        ctx, x, t = torch.randn(2, 2, 2, 2, 4), torch.randn(2, 2, 2, 4), torch.rand(2)
+        got = inf.step(inf.prefill(ctx), x, t)
+    with torch.no_grad():
+        want = ref.step(ref.prefill(ctx.clone()), x.clone(), t.clone())
+    assert torch.allclose(got, want, atol=1e-5)

@@ -519,15 +519,24 @@ class CausalTrunk(nn.Module):
         """All layers' ``ada`` weights (depth * 9 * d, d) and biases stacked, the scale
         biases plus one; rebuilt whenever a weight changes (tensor version counters)."""
         params = [p for blk in self.blocks for p in (blk.ada.weight, blk.ada.bias)]
+        if any(p.is_inference() for p in params):
+            # weights made under torch.inference_mode() have no version counter to key a
+            # cache on (and may change in place unseen): stack them afresh every call
+            return self._stack_ada(params)
         key = tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in params)
         cached = getattr(self, "_ada_stack", None)
         if cached is None or cached[0] != key:
-            with torch.inference_mode(False), torch.no_grad():
-                weight = torch.cat(params[0::2])
-                bias = torch.cat(params[1::2]).view(len(self.blocks), 9, self.width).clone()
-                bias[:, 1::3] += 1.0  # t_scale, s_scale, m_scale -> 1 + scale
-                cached = self._ada_stack = (key, weight, bias.view(-1))
+            with torch.inference_mode(False):
+                cached = self._ada_stack = (key, *self._stack_ada(params))
         return cached[1], cached[2]
+
+    def _stack_ada(self, params: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Stacked ``ada`` weight (depth * 9 * d, d) and bias (scale biases plus one)."""
+        with torch.no_grad():
+            weight = torch.cat(params[0::2])
+            bias = torch.cat(params[1::2]).view(len(self.blocks), 9, self.width).clone()
+            bias[:, 1::3] += 1.0  # t_scale, s_scale, m_scale -> 1 + scale
+        return weight, bias.view(-1)
 
     def _full_rope(
         self, key: tuple, tables: Callable[[], tuple[Tensor, Tensor]], per_token: bool = False
