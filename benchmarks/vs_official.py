@@ -41,6 +41,7 @@ import copy
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import time
@@ -236,10 +237,20 @@ def write_docs(res: dict[str, Any]) -> None:
         "- `WorldModel.forecast(..., compile=True)`: `torch.compile` of the cached step. The",
         "  first forecast compiles once per window length (1 to 4 context frames) and batch",
         "  size (column \"first compiled call\" for one shape); later forecasts reuse it.",
-        "- Few-step sampling (`Euler 1`) is fast but its quality needs a model trained for it",
-        "  (issue 15's MeanFlow/shortcut part).",
+        "- Few-step sampling (`Euler 1`) is fast but its quality needs a model trained for it:",
+        "  the bundled model's `baseline=\"meanflow\"` (see \"Few-step sampling\" below).",
     ]
-    (ROOT / "docs" / "speed.md").write_text("\n".join(page) + "\n")
+    # sections written by other scripts between <!-- name:begin --> / <!-- name:end -->
+    # markers are kept (in their order) when the page is regenerated
+    page_path = ROOT / "docs" / "speed.md"
+    old = page_path.read_text() if page_path.exists() else ""
+    kept = re.findall(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S)
+    blocks = [m.group(0) for m in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S)]
+    for block in blocks:
+        page += ["", block]
+    page_path.write_text("\n".join(page) + "\n")
+    if kept:
+        print(f"docs/speed.md: kept the sections {kept}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
