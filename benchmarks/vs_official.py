@@ -244,13 +244,12 @@ def write_docs(res: dict[str, Any]) -> None:
     # markers are kept (in their order) when the page is regenerated
     page_path = ROOT / "docs" / "speed.md"
     old = page_path.read_text() if page_path.exists() else ""
-    kept = re.findall(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S)
-    blocks = [m.group(0) for m in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S)]
-    for block in blocks:
-        page += ["", block]
+    kept = list(re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", old, flags=re.S))
+    for block in kept:
+        page += ["", block.group(0)]
     page_path.write_text("\n".join(page) + "\n")
     if kept:
-        print(f"docs/speed.md: kept the sections {kept}")
+        print(f"docs/speed.md: kept the sections {[m.group(1) for m in kept]}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

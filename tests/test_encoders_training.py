@@ -14,15 +14,6 @@ from featureflow.encoders import ToyEncoder
 from featureflow.training.toy_encoder import PixelLinearHeads, pixel_losses, render_pool, train_toy_encoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids oversubscription when the machine is busy (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_encoder(seed: int = 0) -> ToyEncoder:
     torch.manual_seed(seed)
     return ToyEncoder(image_size=16, patch_size=4, width=16, depth=2, heads=2, blocks=(0, 1))

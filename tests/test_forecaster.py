@@ -18,16 +18,6 @@ from featureflow.utils import Configurable, build_component, register_component
 C, H, W = 3, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 @dataclass(frozen=True)
 class _State:
     frames: torch.Tensor

@@ -31,15 +31,6 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops: extra threads only add contention on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _make_data(kind, batches=4, b=8, seed=0):
     """Per-patch truth t -> features t @ A + noise; pixel targets = t repeated over the patch."""
     g = torch.Generator().manual_seed(seed)

@@ -20,16 +20,6 @@ from featureflow.training.schedule import cosine_with_warmup
 C = 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def make_flow(seed: int = 0) -> FlowForecaster:
     torch.manual_seed(seed)
     return FlowForecaster(Denoiser(latent_dim=C, width=16, depth=1, heads=2, max_context=2), history_dropout=0.2)

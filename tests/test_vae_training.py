@@ -11,15 +11,6 @@ from featureflow.compressors import FeatureVAE
 from featureflow.training.vae import fit_compressor_statistics, train_vae
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops: intra-op threads only add synchronisation (very slow on a loaded machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _low_rank_features(n=64, d=12, rank=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     codes = torch.randn(n, 3, 3, rank, generator=g)

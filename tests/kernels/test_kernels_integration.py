@@ -30,12 +30,9 @@ C = 4
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch):
+def _default_kernels(monkeypatch: pytest.MonkeyPatch):
+    """The kernel choice of the environment does not leak in (one thread: conftest)."""
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _randomised(seed: int = 0) -> Denoiser:

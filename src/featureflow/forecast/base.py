@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.forecast.rollout import Rollout, _randint, draw_window
-from featureflow.forecast.rollout import SampleStreams
+from featureflow.forecast.rollout import SampleStreams, check_rollout_size
 from featureflow.solvers import DEFAULT_SOLVER, ODESolver, resolve
 from featureflow.typing import Float, Latents, check_finite, typechecked
 from featureflow.utils import Configurable, build_component, progress_bar
@@ -296,10 +296,7 @@ class ForecasterBase(nn.Module, Configurable):
             raise ValueError(f"context has {context.shape[-1]} latent channels; the denoiser expects {self.latent_dim}")
         if context.shape[1] < 1:
             raise ValueError("context must hold at least one frame")
-        if not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        check_rollout_size(horizon, num_samples)
         check_finite("context", context)
         return context[:, -self.max_context :]
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featureflow.forecast.rollout import Rollout
+from featureflow.forecast.rollout import Rollout, check_rollout_size
 from featureflow.typing import Float, Latents, check_finite, typechecked
 from featureflow.utils import Configurable, record_config, register_component
 
@@ -102,8 +102,7 @@ class CopyLastForecaster(nn.Module, Configurable):
         refuse_sampling_options("the copy-last baseline", solver, steps, guidance)
         if actions is not None:
             raise ValueError("the copy-last baseline is not action-conditioned; pass actions=None")
-        if isinstance(horizon, bool) or horizon < 1 or isinstance(num_samples, bool) or num_samples < 1:
-            raise ValueError(f"horizon and num_samples must be positive ints, got {horizon!r} and {num_samples!r}")
+        check_rollout_size(horizon, num_samples)
         check_finite("context", context)
         last = context[:, -1]
         b = last.shape[0]

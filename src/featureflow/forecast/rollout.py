@@ -10,7 +10,7 @@ from torch import Tensor
 
 from featureflow.typing import typechecked
 
-__all__ = ["Rollout", "SampleStreams", "randn", "draw_window"]
+__all__ = ["Rollout", "SampleStreams", "randn", "draw_window", "check_rollout_size"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,23 @@ class SampleStreams:
             self.streams = self._make()
         rows = [torch.randn(shape[1:], generator=g, device=self.device, dtype=torch.float32) for g in self.streams]
         return torch.stack(rows).to(device, dtype)
+
+
+def check_rollout_size(horizon: object, num_samples: object) -> None:
+    """Raise ``ValueError`` unless ``horizon`` and ``num_samples`` are positive ints (bools are not).
+
+    The one check of a rollout's size, shared by every forecaster and the world model's recipes.
+
+    Example:
+        >>> check_rollout_size(3, 2)
+        >>> check_rollout_size(0, 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: horizon and num_samples must be positive ints, got 0 and 2
+    """
+    for value in (horizon, num_samples):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"horizon and num_samples must be positive ints, got {horizon!r} and {num_samples!r}")
 
 
 @typechecked

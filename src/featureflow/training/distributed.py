@@ -82,6 +82,18 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name`` (else ``default``)."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value}")
+    return value
+
+
 def default_timeout() -> float:
     """Seconds a collective waits: ``FEATUREFLOW_DIST_TIMEOUT`` or 600.
 
@@ -89,14 +101,7 @@ def default_timeout() -> float:
         >>> default_timeout() > 0
         True
     """
-    text = os.environ.get("FEATUREFLOW_DIST_TIMEOUT", "600")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"FEATUREFLOW_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"FEATUREFLOW_DIST_TIMEOUT must be > 0 seconds, got {value}")
-    return value
+    return _env_seconds("FEATUREFLOW_DIST_TIMEOUT", 600.0)
 
 
 def is_active() -> bool:
@@ -193,14 +198,7 @@ def stage_timeout() -> float:
         >>> stage_timeout() >= 1
         True
     """
-    text = os.environ.get("FEATUREFLOW_STAGE_TIMEOUT", "86400")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"FEATUREFLOW_STAGE_TIMEOUT must be a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"FEATUREFLOW_STAGE_TIMEOUT must be > 0 seconds, got {value}")
-    return value
+    return _env_seconds("FEATUREFLOW_STAGE_TIMEOUT", 86400.0)
 
 
 _TRAIN_GROUP: list[Any] = []

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from featureflow.forecast import Rollout
+from featureflow.forecast.rollout import check_rollout_size
 from featureflow.solvers import DEFAULT_SOLVER
 from featureflow.typing import Features, check_finite, typechecked
 from featureflow.utils import progress_bar
@@ -171,8 +172,7 @@ def recipe_rollout(
         (torch.Size([1, 2, 2, 2, 2, 2]), 2)
     """
     recipe = recipe or SamplingRecipe()
-    if not isinstance(horizon, int) or horizon < 1 or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"horizon and num_samples must be positive ints, got {horizon!r} and {num_samples!r}")
+    check_rollout_size(horizon, num_samples)
     solver, steps = recipe.solver_and_steps(solver, steps)
     check_finite("features", features)
     max_context = recipe.max_context or int(forecaster.max_context)
