@@ -25,7 +25,15 @@ Figures are means over clips ± 1.96·SE. Writes ``few_step.json`` (``few_step_v
 for the val split), ``few_step.png`` (ensemble-mean object mIoU vs NFE) and
 ``few_step_energy.png`` (latent energy distance vs NFE).
 
+``--equal-quality``: instead of those rows, the fixed candidate settings of
+`benchmarks/equal_quality.py` (the model's flow at Euler 9 fp32 = the official recipe's
+sampler, Euler 3 and Heun 4 in fp32 and bf16, the bundled ``meanflow`` baseline at 1 and 2
+NFE), judged by its equal-quality rule; writes ``equal_quality.json`` and, with
+``--write-docs``, the ``equal_quality`` section of docs/speed.md.
+
 Run::
+
+    python benchmarks/few_step.py --equal-quality --split test --write-docs   # bundled toyworld
 
     python benchmarks/few_step.py --model /work/runs/tw3/model \\
         --meanflow ema=/work/runs/meanflow/forecaster --split test
@@ -47,6 +55,8 @@ from _common import (  # noqa: E402
 )
 from distribution import mean_pairwise, seg_blocks  # noqa: E402
 
+import equal_quality  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FORMAT = 1
 HORIZON = 3
@@ -54,18 +64,28 @@ STEPS = {"t+1": 0, "t+3": 2}
 COPY, ORACLE = "copy last frame", "oracle (probe on true future features)"
 
 
-def _rows(args: Any, teacher: Any) -> dict[str, tuple[Any, str, int]]:
-    """{label: (forecaster, solver, steps)} of every sampled row."""
+def _rows(args: Any, wm: Any) -> dict[str, tuple[Any, str, int, dict[str, Any] | None]]:
+    """{label: (forecaster, solver, steps, setting)} of every sampled row; ``setting`` names
+    (forecaster, solver, steps, precision) for the ``--equal-quality`` candidates."""
     from featureflow.utils.component_io import load_component
+    from featureflow.world.sampling_speed import sampling_forecaster
 
-    rows = {f"teacher flow, Euler {n}": (teacher, "euler", n) for n in args.teacher_steps}
+    if args.equal_quality:
+        rows: dict[str, tuple[Any, str, int, dict[str, Any] | None]] = {}
+        for which, solver, n, precision in equal_quality.CANDIDATES:
+            base = wm.forecaster if which == "flow" else wm.baselines[which]
+            rows[equal_quality.label(which, solver, n, precision)] = (
+                sampling_forecaster(base, precision), solver, n,
+                {"forecaster": which, "solver": solver, "steps": n, "precision": precision})
+        return rows
+    rows = {f"teacher flow, Euler {n}": (wm.forecaster, "euler", n, None) for n in args.teacher_steps}
     for spec in args.meanflow:
         label, _, path = spec.rpartition("=")
         mf = load_component(path, "forecaster")
         if type(mf).__name__ != "MeanFlowForecaster":
             raise ValueError(f"{path} holds a {type(mf).__name__}, expected a MeanFlowForecaster component")
         for n in args.mf_steps:
-            rows[f"MeanFlow{' ' + label if label else ''}, {n} NFE"] = (mf, "euler", n)
+            rows[f"MeanFlow{' ' + label if label else ''}, {n} NFE"] = (mf, "euler", n, None)
     return rows
 
 
@@ -80,7 +100,7 @@ def _seg(wm: Any, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def run(args: Any) -> dict[str, Any]:
     setup(args.threads)
     wm, world, data = load(args.model)
-    rows = _rows(args, wm.forecaster)
+    rows = _rows(args, wm)
     n_clips = args.clips or (2 if args.quick else 32)
     K = args.samples or (3 if args.quick else 8)
     M = args.futures or (3 if args.quick else 16)
@@ -118,7 +138,7 @@ def run(args: Any) -> dict[str, Any]:
                 s = _seg(wm, wm.compressor.decode(z), size)  # (b, k, H, W)
                 add(name, "ens_miou_obj", seg_scores(s.flatten(0, 1), seg_true.flatten(0, 1), ncls,
                                                      objects)["miou_obj"].view(b, HORIZON))
-        for name, (fc, solver, steps) in rows.items():
+        for name, (fc, solver, steps, _) in rows.items():
             if lo == 0:  # untimed warm-up: first-call costs are not per-frame costs
                 fc.rollout(z_ctx[:1], 1, 1, solver=solver, steps=steps, generator=torch.Generator().manual_seed(0))
             g = torch.Generator().manual_seed(args.seed + lo)
@@ -159,6 +179,8 @@ def run(args: Any) -> dict[str, Any]:
                 r["energy_seg"] = interval(cat[f"energy_seg@{j}"][:, 0])
             out[step] = r
         if name in rows:
+            if rows[name][3] is not None:
+                out["setting"] = rows[name][3]
             out["nfe"] = nfe[name]
             out["seconds_per_frame"] = seconds[name] / (n_clips * HORIZON)
         results[name] = out
@@ -170,9 +192,15 @@ def run(args: Any) -> dict[str, Any]:
                         "object_classes": [world.CLASSES[i] for i in objects],
                         "interval": "mean ± 1.96·SE over clips; spread ratio: ratio of means, bootstrap"},
            "results": results, "seconds": round(time.perf_counter() - t_all, 1)}
-    name = "few_step.json" if args.split == "test" else f"few_step_{args.split}.json"
+    stem = "equal_quality" if args.equal_quality else "few_step"
+    if args.equal_quality:
+        res["format"] = equal_quality.FORMAT
+        res["equal_quality"] = {"rule": equal_quality.RULE, "reference": equal_quality.REFERENCE,
+                                "verdicts": equal_quality.verdicts(results, list(rows))}
+    name = f"{stem}.json" if args.split == "test" else f"{stem}_{args.split}.json"
     write_json(Path(args.out) / name, res)
-    _plot(res, Path(args.out) / name.replace(".json", ".png"))
+    if not args.equal_quality:  # the candidates are not an NFE sweep
+        _plot(res, Path(args.out) / name.replace(".json", ".png"))
     print(markdown(res))
     return res
 
@@ -285,11 +313,13 @@ SECTION_BEGIN, SECTION_END = "<!-- few_step:begin -->", "<!-- few_step:end -->"
 
 
 def write_docs(section: str, path: Path) -> None:
-    """Replace the few-step section of ``path`` (docs/speed.md), or append it; the rest is kept."""
+    """Replace the section of ``path`` (docs/speed.md) between the markers that ``section``
+    starts and ends with, or append it; the rest is kept."""
     text = path.read_text()
-    if SECTION_BEGIN in text and SECTION_END in text:
-        pre, rest = text.split(SECTION_BEGIN, 1)
-        text = pre + section + rest.split(SECTION_END, 1)[1]
+    begin, end = section.splitlines()[0], section.splitlines()[-1]
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        text = pre + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
@@ -310,13 +340,20 @@ def parser() -> Any:
                    help="append (or replace) the few-step section of docs/speed.md from this run")
     p.add_argument("--docs-rows", nargs="+", default=None, help="rows shown in docs/speed.md (default: all sampled)")
     p.add_argument("--docs-note", default="", help="a sentence added to the docs section (e.g. the training run)")
+    p.add_argument("--equal-quality", action="store_true",
+                   help="sample the fixed equal-quality candidates of benchmarks/equal_quality.py (the model's flow "
+                        "and its 'meanflow' baseline) instead of --teacher-steps/--meanflow; writes "
+                        "equal_quality.json and, with --write-docs, the equal_quality section of docs/speed.md")
     return p
 
 
 if __name__ == "__main__":
     a = parser().parse_args()
     result = run(a)
-    if a.write_docs:
+    if a.write_docs and a.equal_quality:
+        write_docs(equal_quality.docs_section(result), ROOT / "docs" / "speed.md")
+        print("wrote the equal-quality section of docs/speed.md")
+    elif a.write_docs:
         sampled = [n for n, r in result["results"].items() if "nfe" in r]
         reference = next(n for n in sampled if n.startswith("teacher") and result["results"][n]["nfe"] == max(
             result["results"][m]["nfe"] for m in sampled))

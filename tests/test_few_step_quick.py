@@ -65,3 +65,24 @@ def test_train_meanflow_then_few_step_benchmark(tmp_path, make_tiny_world_model)
     assert text.startswith("# Speed\n\nkept\n") and text.count(few_step.SECTION_BEGIN) == 1
     assert "MeanFlow ema, 1 NFE vs teacher flow, Euler 2" in text
 
+    # --equal-quality: the fixed candidates of benchmarks/equal_quality.py (the flow, and the
+    # model's 'meanflow' baseline), their settings, the rule's verdicts and the docs section
+    import equal_quality
+
+    wm.baselines["meanflow"] = mf
+    wm.save_pretrained(tmp_path / "model_mf")
+    eq_args = few_step.parser().parse_args(["--model", str(tmp_path / "model_mf"), "--equal-quality", "--quick",
+                                            "--split", "val", "--out", str(tmp_path / "bench")])
+    eq_res = few_step.run(eq_args)
+    assert (tmp_path / "bench" / "equal_quality_val.json").is_file()
+    labels = [equal_quality.label(*c) for c in equal_quality.CANDIDATES]
+    assert set(eq_res["results"]) == {*labels, few_step.COPY, few_step.ORACLE}
+    assert eq_res["results"]["flow Euler 3 bf16"]["setting"] == {"forecaster": "flow", "solver": "euler", "steps": 3,
+                                                                 "precision": "bf16"}
+    assert eq_res["results"]["flow Heun 4 fp32"]["nfe"] == 4 and eq_res["results"]["MeanFlow 2 NFE fp32"]["nfe"] == 2
+    verdicts = eq_res["equal_quality"]["verdicts"]
+    assert set(verdicts) == set(labels) and verdicts[equal_quality.REFERENCE]["passed"]
+    few_step.write_docs(equal_quality.docs_section(eq_res), page)
+    text = page.read_text()
+    assert text.count(equal_quality.SECTION_BEGIN) == 1 and text.count(few_step.SECTION_BEGIN) == 1
+    assert "MeanFlow 1 NFE fp32" in text.split(equal_quality.SECTION_BEGIN)[1]
