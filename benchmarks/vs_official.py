@@ -8,10 +8,19 @@ evaluation, with Euler on 10 grid points = 9 evaluations per forecast frame. fea
 encodes each new frame once (``append``). Compared, per forecast frame at context 4:
 
 * official: 9 x (vfmf evaluation over 5 frames);
-* causal Euler 9 / Heun 4 / Euler 1: NFE x (cached step) + 1 append;
-* compile Heun 4: the same with the step through ``torch.compile`` (full run only; the
-  compilation, seconds to minutes here, is reported apart);
-* bf16 Heun 4: the same with a bf16 weight copy (``Denoiser.sampling_copy``), fp32 solver state.
+* causal Euler 9 / Heun 4 / Euler 3 / Euler 1: NFE x (cached step) + 1 append;
+* compile Euler 9 / Heun 4 / Euler 3: the same with the step through ``torch.compile`` (full run
+  only; the compilation, seconds to minutes here, is reported apart);
+* bf16 Heun 4 / Euler 3: the same with a bf16 weight copy (``Denoiser.sampling_copy``),
+  fp32 solver state;
+* MeanFlow 1 / 2 NFE: NFE x (cached step of a denoiser with the interval input,
+  ``interval_cond=True``, as the bundled ``meanflow`` baseline) + 1 append.
+
+Speed-up at equal quality: for each size, the fastest of these settings whose quality
+passed the equal-quality rule of ``benchmarks/equal_quality.py`` on the bundled model
+(read from ``docs/benchmarks/equal_quality.json``, written by
+``benchmarks/few_step.py --equal-quality``). Sizes (b) and (c) have no trained model: their
+quality is the one established at (a) for the same solver, NFE and precision.
 
 Sizes: (a) 8x8 grid, width 144, depth 4 (the bundle's size), 8 samples; (b) 16x16,
 width 384, depth 8, 1 sample; (c) 16x16, width 1152, depth 12 (the released size), 1
@@ -44,6 +53,7 @@ import platform
 import re
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +61,9 @@ from typing import Any, Callable
 import torch
 
 from featureflow.forecast.denoiser import Denoiser
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from equal_quality import equal_quality_report, equal_quality_rows, load_quality  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES: dict[str, dict[str, Any]] = {
@@ -61,15 +74,16 @@ SIZES: dict[str, dict[str, Any]] = {
           "heads": 16, "samples": 1},
 }
 CONTEXT, LATENT = 4, 16
-PATHS = ("official Euler 9", "causal Euler 9", "causal Heun 4", "causal Euler 1", "compile Heun 4", "bf16 Heun 4")
+PATHS = ("official Euler 9", "causal Euler 9", "causal Heun 4", "causal Euler 3", "causal Euler 1", "compile Euler 9",
+         "compile Heun 4", "compile Euler 3", "bf16 Heun 4", "bf16 Euler 3", "MeanFlow 1 NFE", "MeanFlow 2 NFE")
 
 
-def randomised(arch: str, size: dict[str, Any], seed: int = 0) -> Denoiser:
+def randomised(arch: str, size: dict[str, Any], seed: int = 0, **kw: Any) -> Denoiser:
     """A denoiser of ``size`` whose zero-initialised parameters are drawn from N(0, 0.02^2)."""
     torch.manual_seed(seed)
     g = size["grid"]
     den = Denoiser(arch, latent_dim=LATENT, width=size["width"], depth=size["depth"], heads=size["heads"],
-                   max_context=CONTEXT, grid=(g, g) if arch == "vfmf" else None).eval()
+                   max_context=CONTEXT, grid=(g, g) if arch == "vfmf" else None, **kw).eval()
     with torch.no_grad():
         for p in den.parameters():
             if bool((p == 0).all()):
@@ -118,6 +132,7 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
     size = SIZES[name]
     g, s = size["grid"], size["samples"]
     official, causal = randomised("vfmf", size), randomised("causal", size)
+    meanflow = randomised("causal", size, interval_cond=True)
     bf16 = causal.sampling_copy(torch.bfloat16)
     gen = torch.Generator().manual_seed(1)
     ctx = torch.randn(1, CONTEXT, g, g, LATENT, generator=gen)
@@ -127,12 +142,16 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
     window = ctx.repeat_interleave(s, 0)
     st32 = causal.prefill(ctx).expand(s)
     st16 = bf16.prefill(ctx).expand(s)
+    st_mf = meanflow.prefill(ctx).expand(s)
+    h = torch.full((s,), 0.5)
     fns: dict[str, Callable[[], Any]] = {
         "official_nfe": lambda: official.velocity(window, x, t),
         "causal_step": lambda: causal.step(st32, x, t),
         "causal_append": lambda: causal.append(st32, frame),
         "bf16_step": lambda: bf16.step(st16, x, t),
         "bf16_append": lambda: bf16.append(st16, frame),
+        "meanflow_step": lambda: meanflow.step(st_mf, x, t, h=h),
+        "meanflow_append": lambda: meanflow.append(st_mf, frame),
     }
     compile_s = None
     if with_compile:
@@ -147,11 +166,17 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
         "official Euler 9": 9 * med["official_nfe"],
         "causal Euler 9": 9 * med["causal_step"] + med["causal_append"],
         "causal Heun 4": 4 * med["causal_step"] + med["causal_append"],
+        "causal Euler 3": 3 * med["causal_step"] + med["causal_append"],
         "causal Euler 1": med["causal_step"] + med["causal_append"],
         "bf16 Heun 4": 4 * med["bf16_step"] + med["bf16_append"],
+        "bf16 Euler 3": 3 * med["bf16_step"] + med["bf16_append"],
+        "MeanFlow 1 NFE": med["meanflow_step"] + med["meanflow_append"],
+        "MeanFlow 2 NFE": 2 * med["meanflow_step"] + med["meanflow_append"],
     }
     if "compiled_step" in med:
+        frame_s["compile Euler 9"] = 9 * med["compiled_step"] + med["causal_append"]
         frame_s["compile Heun 4"] = 4 * med["compiled_step"] + med["causal_append"]
+        frame_s["compile Euler 3"] = 3 * med["compiled_step"] + med["causal_append"]
     flops = step_flops(causal, st32, x, t)
     ref = causal.step(st32, x, t)
     err = float((bf16.step(st16, x, t) - ref).norm() / ref.norm())
@@ -172,8 +197,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report(res: dict[str, Any]) -> list[str]:
-    out = ["Speed-up per forecast frame over the official recipe (Euler 9, window recomputed), context 4:", ""]
+def report(res: dict[str, Any], quality: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: the equal-quality table first, then every timed setting."""
+    out = equal_quality_report(res["results"], quality)
+    out += ["", "## Every setting", "",
+            "Speed-up per forecast frame over the official recipe (Euler 9, window recomputed), context 4:", ""]
     out += table(res["results"])
     out += ["", "Milliseconds per forecast frame (medians of interleaved units of work):", "",
             "| size | " + " | ".join(PATHS) + " |", "|---" * (len(PATHS) + 1) + "|"]
@@ -197,8 +225,11 @@ def report(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def write_docs(res: dict[str, Any]) -> None:
+def write_docs(res: dict[str, Any], quality: dict[str, Any] | None) -> None:
     (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
+    if quality is not None:  # a snapshot of the table in the JSON; --render recomputes it from the quality run
+        res["equal_quality"] = {"quality_source": quality["source"],
+                                "sizes": equal_quality_rows(res["results"], quality)}
     (ROOT / "docs" / "benchmarks" / "vs_official.json").write_text(json.dumps(res, indent=1) + "\n")
     page = [
         "# Speed against the official sampling loop",
@@ -209,7 +240,9 @@ def write_docs(res: dict[str, Any]) -> None:
         '`arch="causal"` denoiser caches each context frame\'s keys and values, so one network',
         "evaluation runs the target frame only, where the released recipe recomputes the whole",
         "window (4 context frames + the target) nine times per forecast frame. This page compares",
-        "the two on this machine, per forecast frame at context 4, random weights (speed only).",
+        "the two on this machine, per forecast frame at context 4, with random weights (speed);",
+        "which settings keep the official sampler's quality is measured on the bundled model",
+        "(\"Speed-up at equal quality\" and \"Quality of the fast settings\").",
         "",
         f"Machine: {res['machine']}, torch {res['torch']}, one thread (load average at the start "
         f"{res['load']}; the machine's 2 cores are often shared with training runs): figures are "
@@ -222,7 +255,7 @@ def write_docs(res: dict[str, Any]) -> None:
         "idle core; `--render` rewrites this page from `docs/benchmarks/vs_official.json`).",
         "",
     ]
-    page += report(res)
+    page += report(res, quality)
     page += [
         "",
         "## Options",
@@ -263,8 +296,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = p.parse_args(argv)
     if a.render:
         res = json.loads((ROOT / "docs" / "benchmarks" / "vs_official.json").read_text())
-        write_docs(res)
-        print("\n".join(report(res)))
+        write_docs(res, load_quality())
+        print("\n".join(report(res, load_quality())))
         return res
     wall = time.perf_counter()
     torch.set_num_threads(1)
@@ -286,10 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               flush=True)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     res["cpu_s"], res["wall_s"] = usage.ru_utime + usage.ru_stime, time.perf_counter() - wall
-    print("\n".join(report(res)))
+    print("\n".join(report(res, load_quality())))
     print(f"took {res['wall_s']:.0f} s wall, {res['cpu_s']:.0f} s CPU (load average at start {res['load']})")
     if a.write_docs:
-        write_docs(res)
+        write_docs(res, load_quality())
         print("wrote docs/speed.md and docs/benchmarks/vs_official.json")
     return res
 
