@@ -51,6 +51,14 @@ MOVING_TOP, STATIC_BOTTOM = 0.10, 0.50
 FLOW, BEST, REG, COPY, ORACLE = ("flow, mean of K", "flow, best of K", "regression", "copy last frame",
                                  "oracle (probe on true future features)")
 ENS = "flow ensemble mean, k={}"
+#: Reference rows from the simulator (no model forecast; the model's encoder, compressor and
+#: probes decode them), the ceilings of a forecaster of this world: the exact state rolled on
+#: with no turns (the best deterministic guess of an oracle that knows positions and
+#: velocities), and K true futures drawn with ``ToyWorld.branch`` from that state (what a
+#: perfect sampler would draw), scored one by one and as a decoded feature average.
+PHYS, TRUE_K, TRUE_ENS = ("simulator, no turns (exact state)", "true futures, mean of K (perfect sampler)",
+                          "true futures, ensemble mean k={}")
+REFERENCE_SEED = 2  # branch stream of the true-future rows (distribution.py uses 0 and 1)
 HEADLINE = "miou_obj"
 NOT_RUN = {
     "flow in PCA-16 latent": "a separate model (same encoder, data and forecaster, PCA-16 compressor): built by "
@@ -95,6 +103,24 @@ def motion_masks(z_true: torch.Tensor, z_last: torch.Tensor) -> dict[str, torch.
     return {"moving": moving.reshape(d.shape), "static": static.reshape(d.shape), "all": torch.ones_like(d, dtype=bool)}
 
 
+@torch.no_grad()
+def reference_rows(wm: Any, world: Any, still: Any, seeds: Any, c_max: int, data: dict[str, int], K: int,
+                   seed: int) -> dict[str, torch.Tensor]:
+    """Latents of the simulator's reference forecasts of each clip (seeds of its first frame):
+    ``"phys"`` (b, 1, HORIZON, h, w, C), the exact state at the last context frame rolled on by
+    ``still`` (the same world with ``turn_prob=0``); ``"true"`` (b, K, HORIZON, h, w, C), K
+    futures from that state drawn by ``world.branch``."""
+    stride = data["stride"]
+    phys, true = [], []
+    for s in seeds:
+        state = world.state_at(int(s), data["warmup"] + (c_max - 1) * stride)
+        phys.append(still.rollout(state, HORIZON + 1, stride).rgb[1:][None])
+        true.append(world.branch(state, K, HORIZON, seed=seed, stride=stride).rgb)
+    true_frames = torch.stack(true)  # (b, K, HORIZON, 3, H, W)
+    z_true = wm.encode(true_frames.flatten(0, 1))
+    return {"phys": wm.encode(torch.cat(phys))[:, None], "true": z_true.reshape(len(seeds), K, *z_true.shape[1:])}
+
+
 def run(args: Any) -> dict[str, Any]:
     from featureflow.demo_forecast import copy_last_forecast
 
@@ -117,8 +143,11 @@ def run(args: Any) -> dict[str, Any]:
         for m, v in vals.items():
             store.setdefault(ckey, {}).setdefault(row, {}).setdefault(m, []).append(v.double())
 
+    seeds = world.split_seeds(args.split)
+    still = type(world)(**{**world.config, "turn_prob": 0.0})
     for lo in range(0, n_clips, args.batch):
         part = clips[lo : lo + args.batch]
+        refs = reference_rows(wm, world, still, seeds[lo : lo + len(part)], c_max, data, K, args.reference_seed)
         frames = stack(part, "rgb", slice(0, c_max))
         size = tuple(frames.shape[-2:])
         fut = slice(c_max, c_max + HORIZON)
@@ -146,6 +175,14 @@ def run(args: Any) -> dict[str, Any]:
                 add(acc, ckey, name, {m: v[:, 0] for m, v in _scores(wm, o.features, targets, size, ncls,
                                                                      objects).items()})
             add(acc, ckey, ORACLE, {m: v[:, 0] for m, v in oracle.items()})
+            if not args.no_reference:
+                phys, true_k = (_scores(wm, wm.compressor.decode(refs[r]), targets, size, ncls, objects)
+                                for r in ("phys", "true"))
+                true_ens = _scores(wm, wm.compressor.decode(refs["true"]).mean(1, keepdim=True), targets, size,
+                                   ncls, objects)
+                add(acc, ckey, PHYS, {m: v[:, 0] for m, v in phys.items()})
+                add(acc, ckey, TRUE_K, {m: v.mean(1) for m, v in true_k.items()})
+                add(acc, ckey, TRUE_ENS.format(K), {m: v[:, 0] for m, v in true_ens.items()})
             # latent MSE on moving / static / all patches
             lat_rows = {"flow, per sample": fc.latents, "flow ensemble mean": fc.latents.mean(1, keepdim=True),
                         **{n: o.latents for n, o in others.items()}}
@@ -184,7 +221,7 @@ def run(args: Any) -> dict[str, Any]:
         "benchmark": "quality", "format": FORMAT, "model": str(args.model), "quick": bool(args.quick),
         "protocol": {"clips": n_clips, "samples_K": K, "ensemble_k": ens_k, "contexts": contexts,
                      "horizon": HORIZON, "stride": data["stride"], "warmup": data["warmup"],
-                     "resolution": world.resolution, "solver": args.solver, "steps": args.steps,
+                     "resolution": world.resolution, "turn_prob": world.turn_prob, "solver": args.solver, "steps": args.steps,
                      "split": args.split, "object_classes": [world.CLASSES[i] for i in objects],
                      "moving_top": MOVING_TOP, "static_bottom": STATIC_BOTTOM,
                      "interval": "mean ± 1.96·SE over clips"},
@@ -308,6 +345,9 @@ def parser() -> Any:
     p.add_argument("--solver", default=PROTOCOL_SOLVER, help="sampler (default: the protocol's, chosen on val)")
     p.add_argument("--steps", type=int, default=PROTOCOL_STEPS, help="network evaluations per frame")
     p.add_argument("--batch", type=int, default=8, help="clips per forecast batch")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the simulator's reference rows (no turns; true futures)")
+    p.add_argument("--reference-seed", type=int, default=REFERENCE_SEED, help="branch stream of the true futures")
     return p
 
 

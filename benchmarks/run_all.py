@@ -214,9 +214,9 @@ def bundle_history(q: dict[str, Any] | None, out: Path) -> list[str]:
             node = node[k]
         return f"{node['mean']:.2f}" if isinstance(node, dict) and "mean" in node else "—"
 
-    header = ["bundle", "regr. skill \|C\|=4 t+3", "regr. mIoU obj \|C\|=4 t+1 / t+3",
-              "flow ens. k=8 − regr. \|C\|=4 t+1", "flow mean-of-K − regr. \|C\|=1 t+1",
-              "static error flow/regr. \|C\|=4 t+1", "copy-last / oracle mIoU obj t+1"]
+    header = [r"bundle", r"regr. skill \|C\|=4 t+3", r"regr. mIoU obj \|C\|=4 t+1 / t+3",
+              r"flow ens. k=8 − regr. \|C\|=4 t+1", r"flow mean-of-K − regr. \|C\|=1 t+1",
+              r"static error flow/regr. \|C\|=4 t+1", "copy-last / oracle mIoU obj t+1"]
     lines = ["## Earlier bundles", "",
              "The same protocol (test split, N = 64, K = 8) on the models shipped before this one, sampled "
              "with Heun 4 NFE as they were measured (their JSON is kept in `docs/benchmarks/previous_bundle*/`; "
@@ -435,6 +435,31 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def ceilings(q: dict[str, Any]) -> list[str]:
+    """What a forecaster of ToyWorld can reach: the skill of the simulator's reference rows
+    (exact state with no turns; true futures drawn by ``branch``) beside the model's, at the
+    longest context, from a quality JSON that has them."""
+    cmax = list(q["results"])[-1]
+    refs = [quality.PHYS, quality.TRUE_K, quality.TRUE_ENS.format(q["protocol"]["samples_K"])]
+    model = [quality.REG, quality.FLOW, quality.ENS.format(max(q["protocol"]["ensemble_k"]))]
+    lines = []
+    for step in ("t+1", "t+3"):
+        skill = q["results"][cmax][step]["skill"]
+        if not all(r in skill for r in refs):
+            return []
+        pairs = "; ".join(f"{m} {fmt(skill.get(m))} (reference: {r} {fmt(skill[r])})" for m, r in zip(model, refs))
+        lines.append(f"- Skill over copy-last, {cmax}, {step}, against what the simulator reaches in this latent "
+                     f"space: {pairs}.")
+    phys = q["results"][cmax]["t+3"]["skill"][quality.PHYS]["mean"]
+    if phys < 0.5:
+        lines.append(f"- The regression target (skill ≥ 0.5 at t+3) is above the exact-state, no-turn simulator's "
+                     f"{phys:.2f}: objects turn at random ({100 * q['protocol'].get('turn_prob', 0.1):.0f} % per object "
+                     f"and simulation step, {3 * q['protocol']['stride']} steps between the last context frame and "
+                     "t+3), so no deterministic forecast, however well trained, reaches it in this world "
+                     "and latent space.")
+    return lines
+
+
 def _headline(results: dict[str, Any]) -> list[str]:
     out = []
     rows = targets(results)
@@ -451,6 +476,7 @@ def _headline(results: dict[str, Any]) -> list[str]:
                       quality.ORACLE) if n in r]
             out.append(f"- Object-class mIoU, {cs[0]}, {step}: " + "; ".join(parts) + ".")
         out.append(f"- {quality.verdict(q)}.")
+        out += ceilings(q)
     c = results.get("calibration")
     if c and c.get("format", 1) >= 2:
         parts = [f"{ck} {s} {fmt(r['latent']['spread_skill'])}" for ck, hs in c["results"].items()

@@ -55,7 +55,8 @@ def test_quality_json_rows_columns(quick_run):
     assert q["protocol"]["ensemble_k"] == [1, 2]  # K = 2 in quick mode
     assert set(q["results"]) == {"|C|=1", "|C|=2"}
     rows_expected = {quality.FLOW, quality.BEST, quality.ENS.format(1), quality.ENS.format(2), quality.REG,
-                     quality.COPY, quality.ORACLE}
+                     quality.COPY, quality.ORACLE, quality.PHYS, quality.TRUE_K, quality.TRUE_ENS.format(2)}
+    assert q["protocol"]["turn_prob"] == pytest.approx(0.1)
     for hs in q["results"].values():
         assert set(hs) == {"t+1", "t+3"}
         for v in hs.values():
@@ -77,6 +78,32 @@ def test_quality_json_rows_columns(quick_run):
             assert "latent_static_flow_over_regression" in v
     assert set(q["context_gain"]["rows"]) == {quality.FLOW, quality.ENS.format(2), quality.REG}
     assert set(q["not_run"]) == {"flow in PCA-16 latent", "flow on raw features"}
+
+
+@pytest.mark.slow
+def test_reference_rows_follow_the_simulator(quick_run, tmp_path):
+    """The simulator's reference forecasts: the no-turn roll-on equals the clip's own future
+    in a world without turns, every true future then equals it too, and with turns the K
+    true futures differ from each other."""
+    import torch
+    from quality import HORIZON, reference_rows
+
+    from featureflow.data import ToyWorld
+    from featureflow.world import WorldModel
+
+    out, _ = quick_run
+    wm = WorldModel.from_pretrained(json.loads((out / "quality.json").read_text())["model"])
+    data = {"stride": 2, "warmup": 1}
+    seeds = ToyWorld.split_seeds("test")[:2]
+    still = ToyWorld(resolution=16, turn_prob=0.0)
+    refs = reference_rows(wm, still, still, seeds, 2, data, 3, seed=0)
+    assert refs["phys"].shape[:3] == (2, 1, HORIZON) and refs["true"].shape[:3] == (2, 3, HORIZON)
+    clip = torch.stack([still.clip(int(s), 2 + HORIZON, stride=2, start=1).rgb[2:] for s in seeds])
+    torch.testing.assert_close(refs["phys"][:, 0], wm.encode(clip))
+    torch.testing.assert_close(refs["true"], refs["phys"].expand_as(refs["true"]))
+    turning = ToyWorld(resolution=16, turn_prob=1.0)
+    true = reference_rows(wm, turning, still, seeds, 2, data, 3, seed=0)["true"]
+    assert (true[:, 0] - true[:, 1]).abs().amax() > 1e-3
 
 
 def test_motion_masks_and_segmentation_scores():
