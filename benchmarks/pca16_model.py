@@ -1,8 +1,8 @@
 """Build a "flow in another latent space" comparison model for `benchmarks/quality.py`.
 
-PCA-16 latent::
+PCA-16 latent (one forecaster, so ``featureflow train`` rather than the bundle script)::
 
-    python examples/train_toyworld_bundle.py --config configs/toyworld_pca16.json --no-install
+    featureflow train --config configs/toyworld_pca16.json
     python benchmarks/pca16_model.py --pca-run runs/toyworld_pca/model --out runs/toyworld_pca/combined
     python benchmarks/quality.py --model runs/toyworld_pca/combined --out runs/toyworld_pca/quality
     cp runs/toyworld_pca/quality/quality.json docs/benchmarks/quality_pca16.json
@@ -14,7 +14,10 @@ Raw features (no compression): the same with ``configs/toyworld_raw.json``,
 Each run uses the same encoder, data and forecaster settings as the bundled model with
 another compressor instead of the FeatureVAE (and no regression baseline or probes). The
 compressor reconstructs features in the encoder's space, so the bundled model's probe
-heads decode its forecasts: the comparison isolates the latent space.
+heads decode its forecasts: the comparison isolates the latent space. The encoder and
+feature stages are those of the bundle's config; copying the bundle run's ``encoder/`` and
+``features/`` directories into the new workdir first skips their 20 minutes (the pipeline
+reuses a finished stage).
 """
 
 from __future__ import annotations

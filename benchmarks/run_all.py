@@ -72,8 +72,10 @@ produced by the scripts in `benchmarks/` and stored as JSON next to the plots in
   large and static, so all-class mIoU is dominated by what does not move); a class absent
   from both the forecast and the true map of a frame does not count.
 - **Depth AbsRel, δ<1.25, normal angular error** (on the truth's foreground pixels) and
-  RGB PSNR are still reported, but depth and normals are **nearly blind on ToyWorld**: the
-  oracle is barely better than copy-last on them, so they cannot show forecasting skill.
+  RGB PSNR are reported beside mIoU. A column is marked **near-blind** when the oracle
+  removes less than 20 % of copy-last's error on it (|C| the longest, t+1): no forecaster
+  can show skill there. The small probe heads of the earlier bundles left depth and
+  normals near-blind on ToyWorld; δ<1.25 is saturated near 99 % for every row.
 - **Skill over copy-last** = (row − copy-last) / (oracle − copy-last) of the object-class
   mIoU: 0 = no better than nothing moving, 1 = as good as the oracle. A ratio of means
   over clips; its interval is 1.96 × the bootstrap standard error (clips resampled).
@@ -96,8 +98,8 @@ produced by the scripts in `benchmarks/` and stored as JSON next to the plots in
 - **Calibration** is measured where it is not blind: in latent space (per patch, the
   ensemble's spread vs the RMS error of its mean, binned into deciles of spread) and in
   segmentation (per pixel and class, the fraction of samples predicting the class vs how
-  often the true future shows it; ECE). Depth spread is not used: the depth probe barely
-  sees the objects.
+  often the true future shows it; ECE). Depth spread is not used (the earlier bundles'
+  depth probe barely saw the objects).
 - **Intervals**: every figure is the mean over clips ± 1.96 × the standard error over clips
   (a 95 % normal interval) unless it says bootstrap.
 - **Speed**: this machine's CPU, 1 torch thread unless stated; compare ratios within one
@@ -369,7 +371,7 @@ def latent_comparison(q: dict[str, Any], out: Path, prefix: str) -> list[str]:
     stale = [label for label, res in others.items() if res.get("format", 1) < 2]
     lines = ["## Which latent space? FeatureVAE vs PCA-16 vs raw features", "",
              "The same encoder, data and forecaster settings as the bundled model, trained in another latent "
-             f"space ({how}; `examples/train_toyworld_bundle.py --config ... --no-install`), combined with the "
+             f"space ({how}; `featureflow train --config ...`), combined with the "
              "bundled encoder and probe heads (`benchmarks/pca16_model.py --pca-run RUN/model`) and evaluated by "
              "`benchmarks/quality.py` on the same clips and samples (raw JSON: " + files + "). "
              "Flow rows only, mean ± 1.96·SE over clips:", "",

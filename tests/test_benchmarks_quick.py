@@ -241,3 +241,20 @@ def test_latent_space_section_is_rendered_from_stored_runs(quick_run):
     assert len(table) == 2 * 2 * 2  # contexts × horizons × variants
     assert sum("raw features" in line for line in table) == 4
     assert "depth AbsRel FeatureVAE (16 ch)" in text and "(best: FeatureVAE (16 ch))" in text
+
+
+def test_blind_metrics_follow_the_oracle_gap():
+    """A column is near-blind when the oracle removes less than 20 % of copy-last's error
+    (|C| the longest, t+1); errors of 'higher is better' metrics are taken from their ceiling."""
+    import quality
+
+    def row(abs_rel, delta1, normal_err, psnr):
+        return {"abs_rel": {"mean": abs_rel}, "delta1": {"mean": delta1}, "normal_err": {"mean": normal_err},
+                "psnr": {"mean": psnr}, "miou_obj": {"mean": 30.0}}
+
+    res = {"results": {"|C|=1": {}, "|C|=4": {"t+1": {"rows": {
+        quality.COPY: row(0.028, 98.99, 6.3, 22.6), quality.ORACLE: row(0.018, 99.12, 2.0, 22.9)}}}}}
+    res["results"]["|C|=4"]["t+1"]["rows"][quality.ORACLE]["miou_obj"] = {"mean": 58.0}
+    # AbsRel −36 %, normals −68 %, mIoU error −40 %: informative; δ<1.25 error −13 %, PSNR +0.3 dB (MSE −7 %): blind
+    assert quality.blind_metrics(res) == {"delta1", "psnr"}
+    assert quality._label("delta1", {"delta1"}).endswith("(near-blind)") and "blind" not in quality._label("abs_rel")
