@@ -462,6 +462,13 @@ def ceilings(q: dict[str, Any]) -> list[str]:
         pairs = "; ".join(f"{m} {fmt(skill.get(m))} (reference: {r} {fmt(skill[r])})" for m, r in zip(model, refs))
         lines.append(f"- Skill over copy-last, {cmax}, {step}, against what the simulator reaches in this latent "
                      f"space: {pairs}.")
+    rows = {step: q["results"][cmax][step]["rows"] for step in ("t+1", "t+3")}
+    ens_name = quality.TRUE_ENS.format(q["protocol"]["samples_K"])
+    pairs = [(step, r[quality.TRUE_K]["miou_obj"]["mean"], r[ens_name]["miou_obj"]["mean"]) for step, r in rows.items()]
+    lines.append(f"- With perfect models, at {cmax}: the true futures' mean of K vs their ensemble mean (the decoded "
+                 "average of K true futures, near what a perfect regression would forecast) is "
+                 + "; ".join(f"{a:.1f} vs {b:.1f} at {step}" for step, a, b in pairs)
+                 + ". The paper's claim that the average sample beats regression needs the first above the second.")
     phys = q["results"][cmax]["t+3"]["skill"][quality.PHYS]["mean"]
     if phys < 0.5:
         lines.append(f"- The regression target (skill ≥ 0.5 at t+3) is above the {phys:.2f} of the exact-state, "
