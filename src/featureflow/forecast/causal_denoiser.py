@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from featureflow.forecast.causal_trunk import CausalTrunk, teacher_mask
 from featureflow.forecast.denoiser import Denoiser, register_arch
 from featureflow.forecast.fast_sampling import COMPILED_STEPS, writable
-from featureflow.forecast.kv_cache import DenoiserState, context_views, with_scratch_slot
+from featureflow.forecast.kv_cache import DenoiserState, context_views
 from featureflow.typing import Float, typechecked
 
 __all__ = ["CausalDenoiser"]
@@ -148,8 +148,7 @@ class CausalDenoiser(Denoiser):
 
     def _causal_state(self, frames: Tensor, raw_keys: tuple[Tensor, ...], values: tuple[Tensor, ...]) -> DenoiserState:
         """A causal state whose rotated keys and values sit in windows with a scratch slot."""
-        key_window = tuple(with_scratch_slot(k) for k in self.trunk.rotate_keys(raw_keys))
-        value_window = tuple(with_scratch_slot(v) for v in values)
+        key_window, value_window = self.trunk.context_windows(raw_keys, values)
         return DenoiserState(
             frames=frames, keys=context_views(key_window), raw_keys=raw_keys, values=context_views(value_window),
             key_window=key_window, value_window=value_window,

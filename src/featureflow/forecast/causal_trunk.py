@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
+from featureflow.forecast.window_ops import norm_rotate, qk_tables, rms_factor, spatial_attention, temporal_attention
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
 from featureflow.kernels.dispatch import get_mode
 
@@ -150,8 +151,8 @@ class CausalBlock(nn.Module):
         self,
         z: Tensor,
         mods: tuple[Tensor, ...],
-        t_rope: tuple[Tensor, Tensor],
-        s_rope: tuple[Tensor, Tensor],
+        t_tables: tuple[Tensor, Tensor],
+        s_tables: tuple[Tensor, Tensor],
         key_window: Tensor,
         value_window: Tensor,
     ) -> Tensor:
@@ -160,20 +161,23 @@ class CausalBlock(nn.Module):
         Same value as ``forward(z, c, ..., window=(key_window, value_window))`` up to
         float rounding: the adaLN modulations come precomputed (``mods``: the nine
         (b, 1, 1, d) chunks of this layer's ``ada``, the scales already ``1 + scale``),
-        queries and keys are normalised and rotated together, in the projection's own
-        layout (one norm call, no transposed copies), rotations take full-width tables (``cos | cos``, ``-sin | sin``) so each
-        is one swap and two products, the MLP's tanh-GELU is computed through a sigmoid
-        (:func:`gelu_tanh_`; this CPU's ``tanh`` is slow), and every elementwise step
-        after a projection or norm runs in place on that fresh output: each large
-        temporary is a fresh ``malloc`` that can cost page faults, more than the op itself.
-        Only for inference (nothing may require grad).
+        queries and keys are normalised and rotated together in float32, in the
+        projection's own layout, with the norm weights (and the queries' softmax scale)
+        folded into the rotary tables (:func:`~featureflow.forecast.window_ops.norm_rotate`),
+        the temporal attention of one query over the window runs elementwise, the MLP's
+        tanh-GELU is computed through a sigmoid (:func:`gelu_tanh_`; this CPU's ``tanh``
+        is slow), and every elementwise step after a projection or norm runs in place on
+        that fresh output. With bfloat16 weights the matmuls run in bfloat16 and the
+        elementwise work in float32 (:mod:`~featureflow.forecast.window_ops`). Only for
+        inference (nothing may require grad).
 
         Args:
             z: (b, 1, hw, d) tokens of the target frame.
             mods: the layer's nine modulation tensors (shift, 1 + scale, gate) x (temporal,
                 spatial, MLP), each broadcastable to ``z``.
-            t_rope: full-width temporal tables, each (1, head_dim), for the target's position.
-            s_rope: full-width spatial tables, each (hw, 1, 1, head_dim).
+            t_tables: this layer's temporal rotary tables for the target's position, from
+                :func:`~featureflow.forecast.window_ops.qk_tables`, each (2, 1, head_dim).
+            s_tables: this layer's spatial tables, each (hw, 2, 1, head_dim).
             key_window: (b, hw, H, m + 1, hd) rotated keys; the last slot is written.
             value_window: (b, hw, H, m + 1, hd) values; the last slot is written.
 
@@ -182,24 +186,74 @@ class CausalBlock(nn.Module):
         """
         b, _, hw, d = z.shape
         heads, hd = self.temporal.heads, self.temporal.head_dim
-        t_shift, t_scale1, t_gate, s_shift, s_scale1, s_gate, m_shift, m_scale1, m_gate = mods
+        t_shift, t_scale1, t_gate = mods[:3]
         # temporal attention: one query per patch over the window's keys
-        y = F.layer_norm(z, (d,), eps=1e-5).mul_(t_scale1).add_(t_shift)
+        y = _modulated_norm(z, t_shift, t_scale1)
         qkv = self.temporal.qkv_proj(y).view(b, hw, 3, heads, hd)
-        qk = _rotate_(_qk_norm_(qkv[:, :, :2], self.temporal), *t_rope)  # (b, hw, 2, H, hd)
+        qk = norm_rotate(qkv[:, :, :2], _eps(self.temporal, z), t_tables)  # float32 (b, hw, 2, H, hd)
         key_window[..., -1, :] = qk[:, :, 1]
         value_window[..., -1, :] = qkv[:, :, 2]
-        att = window_attention(qk[:, :, 0].unsqueeze(-2), key_window, value_window)  # (b, hw, H, 1, hd)
-        z = self.temporal.proj(att.reshape(b, 1, hw, d)).mul_(t_gate).add_(z)
-        # spatial attention within the frame
-        y = F.layer_norm(z, (d,), eps=1e-5).mul_(s_scale1).add_(s_shift)
+        att = temporal_attention(qk[:, :, 0], key_window, value_window)  # float32 (b, hw, H, hd)
+        z = self.temporal.proj(att.view(b, 1, hw, d).to(z.dtype)).mul_(t_gate).add_(z)
+        return self._spatial_mlp(z, mods, s_tables)
+
+    def frame_step(
+        self, z: Tensor, mods: tuple[Tensor, ...], s_tables: tuple[Tensor, Tensor], last: bool = False
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """:meth:`forward` for clean frames that attend only to themselves (eager CPU sampling).
+
+        A frame's temporal attention over itself alone returns its value exactly (the
+        softmax of one score is 1), so no query is projected. ``z`` (b, 1, hw, d), ``mods``
+        and ``s_tables`` as in :meth:`window_step`. Returns the new tokens (None with
+        ``last``: only the keys and values are wanted) and the frame's normalised,
+        unrotated temporal keys and values, each (b, hw, H, hd) in the weights' dtype.
+        """
+        b, _, hw, d = z.shape
+        heads, hd = self.temporal.heads, self.temporal.head_dim
+        t_shift, t_scale1, t_gate = mods[:3]
+        y = _modulated_norm(z, t_shift, t_scale1)
+        lin = self.temporal.qkv_proj
+        kv = F.linear(y, lin.weight[d:], None if lin.bias is None else lin.bias[d:]).view(b, hw, 2, heads, hd)
+        k_raw, v = kv[:, :, 0], kv[:, :, 1]
+        k = k_raw * rms_factor(k_raw, _eps(self.temporal, z))
+        if self.temporal.k_norm.weight is not None:
+            k.mul_(self.temporal.k_norm.weight)
+        k = k.to(z.dtype)
+        if last:
+            return None, k, v
+        z = self.temporal.proj(v.reshape(b, 1, hw, d)).mul_(t_gate).add_(z)
+        return self._spatial_mlp(z, mods, s_tables), k, v
+
+    def _spatial_mlp(self, z: Tensor, mods: tuple[Tensor, ...], s_tables: tuple[Tensor, Tensor]) -> Tensor:
+        """The spatial attention and MLP sub-blocks of :meth:`window_step` / :meth:`frame_step`."""
+        b, _, hw, d = z.shape
+        heads, hd = self.spatial.heads, self.spatial.head_dim
+        s_shift, s_scale1, s_gate, m_shift, m_scale1, m_gate = mods[3:]
+        y = _modulated_norm(z, s_shift, s_scale1)
         qkv = self.spatial.qkv_proj(y).view(b, hw, 3, heads, hd)
-        qk = _rotate_(_qk_norm_(qkv[:, :, :2], self.spatial), *s_rope).transpose(1, 3)  # (b, H, 2, hw, hd)
-        att = F.scaled_dot_product_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2].transpose(1, 2))
+        qk = norm_rotate(qkv[:, :, :2], _eps(self.spatial, z), s_tables).to(z.dtype).transpose(1, 3)  # (b, H, 2, hw, hd)
+        att = spatial_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2].transpose(1, 2))
         z = self.spatial.proj(att.transpose(1, 2).reshape(b, 1, hw, d)).mul_(s_gate).add_(z)
-        # MLP
-        y = F.layer_norm(z, (d,), eps=1e-5).mul_(m_scale1).add_(m_shift)
-        return self.mlp.fc2(gelu_tanh_(self.mlp.fc1(y))).mul_(m_gate).add_(z)
+        # MLP; with bf16 weights the GELU runs in float32 (faster elementwise on this CPU)
+        y = _modulated_norm(z, m_shift, m_scale1)
+        hidden = self.mlp.fc1(y)
+        hidden = gelu_tanh_(hidden) if hidden.dtype == torch.float32 else gelu_tanh_(hidden.float()).to(hidden.dtype)
+        return self.mlp.fc2(hidden).mul_(m_gate).add_(z)
+
+
+def _modulated_norm(z: Tensor, shift: Tensor, scale1: Tensor) -> Tensor:
+    """``layer_norm(z) * scale1 + shift`` (no affine weights of its own, eps 1e-5); one
+    fused pass when a single modulation serves every row (LayerNorm's own affine)."""
+    d = z.shape[-1]
+    if shift.numel() == d and scale1.numel() == d:
+        return F.layer_norm(z, (d,), scale1.reshape(d), shift.reshape(d), eps=1e-5)
+    return F.layer_norm(z, (d,), eps=1e-5).mul_(scale1).add_(shift)
+
+
+def _eps(attention: Attention, like: Tensor) -> float:
+    """The RMSNorm epsilon of an attention's queries and keys (``None``: the dtype's eps)."""
+    eps = attention.q_norm.eps
+    return torch.finfo(like.dtype).eps if eps is None else eps
 
 
 def gelu_tanh_(x: Tensor) -> Tensor:
@@ -209,7 +263,8 @@ def gelu_tanh_(x: Tensor) -> Tensor:
     same function, equal to float rounding (max abs. difference about 5e-7 on unit-scale
     inputs). One temporary instead of PyTorch's output tensor, and about 2x faster on
     this CPU, whose vectorised ``tanh`` is slow (``docs/speed.md``). ``x`` must not be
-    needed afterwards (nor require grad).
+    needed afterwards (nor require grad). ``2 u = x (a + b x^2)`` takes four passes over
+    the data (one ``addcmul``, two products, the sigmoid).
 
     Example:
         >>> import torch
@@ -217,32 +272,9 @@ def gelu_tanh_(x: Tensor) -> Tensor:
         >>> bool(torch.allclose(gelu_tanh_(x.clone()), F.gelu(x, approximate="tanh"), atol=2e-6))
         True
     """
-    u = x * x
-    u.mul_(x).mul_(0.044715).add_(x).mul_(1.5957691216057308).sigmoid_()
-    return x.mul_(u)
-
-
-def _qk_norm_(qk: Tensor, attention: Attention) -> Tensor:
-    """RMS-normalise queries and keys ``qk`` (..., 2, H, hd) with one norm call: ``F.rms_norm``
-    without a weight, then each side's weight multiplied in place (the same ops, in the
-    same order, as ``F.rms_norm`` with the weight on this CPU path)."""
-    qn, kn = attention.q_norm, attention.k_norm
-    if qn.eps != kn.eps or qn.weight is None or kn.weight is None:
-        return torch.stack([qn(qk[..., 0, :, :]), kn(qk[..., 1, :, :])], dim=-3)
-    weight = torch.stack([qn.weight, kn.weight])[:, None]  # (2, 1, hd)
-    return F.rms_norm(qk, (qk.shape[-1],), eps=qn.eps).mul_(weight)
-
-
-def _rotate_(x: Tensor, cos_full: Tensor, sin_signed: Tensor) -> Tensor:
-    """Rotate-half rotary embedding of ``x`` in place, with full-width tables ``cos | cos``
-    and ``-sin | sin``.
-
-    Bit for bit :func:`~featureflow.forecast.rope.apply_rope` (``x1 cos - x2 sin`` is
-    ``x1 cos + x2 (-sin)``; negation is exact) with one temporary instead of five.
-    """
-    half = x.shape[-1] // 2
-    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1).mul_(sin_signed)
-    return x.mul_(cos_full).add_(swapped)
+    a = 1.5957691216057308  # 2 sqrt(2 / pi)
+    u = torch.addcmul(x.new_full((), a), x, x, value=a * 0.044715)
+    return x.mul_(u.mul_(x).sigmoid_())
 
 
 class CausalTrunk(nn.Module):
@@ -422,6 +454,14 @@ class CausalTrunk(nn.Module):
         s_rope = self._space_rope(h, w, frames.device)
         keys, values = [], []
         last = len(self.blocks) - 1
+        if self._fast_window(frames):  # eager sampling: CausalBlock.frame_step
+            mods = self._all_mods(F.silu(c[:1]))  # every clean frame has t = 1: one modulation for all
+            tables = self._layer_tables(0, h, w, frames.device)
+            for i, block in enumerate(self.blocks):
+                z, k, v = block.frame_step(z, tuple(u.select(-2, i) for u in mods), tables[i][1], last=i == last)
+                keys.append(k.view(b, m, h * w, self.heads, self.head_dim).permute(0, 2, 3, 1, 4))
+                values.append(v.reshape(b, m, h * w, self.heads, self.head_dim).permute(0, 2, 3, 1, 4))
+            return keys, values
         for i, block in enumerate(self.blocks):
             if i < last:
                 z, k, v = block(z, c, t_rope, s_rope)
@@ -439,6 +479,35 @@ class CausalTrunk(nn.Module):
         m = raw_keys[0].shape[-2]
         cos, sin = self._time_rope(m, raw_keys[0].device)
         return tuple(apply_rope(k, cos, sin) for k in raw_keys)
+
+    def context_windows(
+        self, raw_keys: tuple[Tensor, ...], values: tuple[Tensor, ...]
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """Key and value windows (b, hw, H, m + 1, hd) of cached raw keys and values: the
+        keys rotated for window positions 0..m-1 (as :meth:`rotate_keys`), written straight
+        into the new buffers (no rotated copy in between), whose last slot is scratch for
+        the target frame. Same values as :meth:`rotate_keys` up to float rounding.
+        """
+        if not raw_keys:
+            return (), ()
+        k0 = raw_keys[0]
+        m, hd, dev = k0.shape[-2], k0.shape[-1], k0.device
+        cos, sin = (u.to(k0.dtype) for u in self._full_rope(("t", m, 0, str(dev)), lambda: self._time_rope(m, dev)))
+        half = hd // 2
+        keys, vals = [], []
+        for k, v in zip(raw_keys, values):
+            window = k.new_empty(*k.shape[:-2], m + 1, hd)
+            swapped = torch.cat([k[..., half:], k[..., :half]], dim=-1)
+            if k.requires_grad and torch.is_grad_enabled():  # out= is not differentiable
+                window[..., :m, :] = torch.addcmul(k * cos, swapped, sin)
+            else:
+                torch.mul(k, cos, out=window[..., :m, :])
+                window[..., :m, :].addcmul_(swapped, sin)
+            keys.append(window)
+            window = v.new_empty(*v.shape[:-2], m + 1, v.shape[-1])
+            window[..., :m, :] = v
+            vals.append(window)
+        return tuple(keys), tuple(vals)
 
     def step(
         self,
@@ -486,13 +555,10 @@ class CausalTrunk(nn.Module):
         c = self._conditioning(t[:, None], cond, interval)
         c_act = F.silu(c)
         if self._fast_window(x_t, t, cond, interval):
-            # every layer's adaLN modulation in one matmul, the scales already 1 + scale
-            weight, bias = self._stacked_ada()
-            mods = F.linear(c_act, weight, bias).view(b, 1, 1, len(self.blocks), 9, self.width).unbind(-2)
-            t_rope = self._full_rope(("t", 1, m, str(x_t.device)), lambda: self._time_rope(1, x_t.device, start=m))
-            s_rope = self._full_rope(("s", h, w, str(x_t.device)), lambda: self._space_rope(h, w, x_t.device), True)
+            mods = self._all_mods(c_act)
+            tables = self._layer_tables(m, h, w, x_t.device)
             for i, (block, kw, vw) in enumerate(zip(self.blocks, key_window, value_window)):
-                z = block.window_step(z, tuple(u.select(-2, i) for u in mods), t_rope, s_rope, kw, vw)
+                z = block.window_step(z, tuple(u.select(-2, i) for u in mods), *tables[i], kw, vw)
             return self._final(z[:, 0], c[:, 0], h, w)
         t_rope = self._time_rope(1, x_t.device, start=m)
         s_rope = self._space_rope(h, w, x_t.device)
@@ -515,20 +581,51 @@ class CausalTrunk(nn.Module):
         inputs = [x, *(u for u in others if u is not None)]
         return not any(p.requires_grad for p in self.parameters()) and not any(u.requires_grad for u in inputs)
 
+    def _weight_cached(self, name: tuple, params: list[Tensor], build: Callable[[], object]) -> object:
+        """``build()`` cached under ``name`` until one of ``params`` changes (tensor version
+        counters); weights made under ``torch.inference_mode()`` have no version counter
+        (and may change in place unseen): built afresh every call."""
+        if any(p.is_inference() for p in params):
+            return build()
+        key = tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in params)
+        cache = self.__dict__.setdefault("_weight_cache", {})
+        if name not in cache and len(cache) > 64:  # many windows or grids: keep the cache small
+            cache.clear()
+        cached = cache.get(name)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False):
+                cached = cache[name] = (key, build())
+        return cached[1]
+
+    def _all_mods(self, c_act: Tensor) -> tuple[Tensor, ...]:
+        """Every layer's adaLN modulation of ``c_act`` (b, 1, d) in one matmul: nine
+        (b, 1, 1, depth, d) tensors, the scales already ``1 + scale``."""
+        weight, bias = self._stacked_ada()
+        b = c_act.shape[0]
+        return F.linear(c_act, weight, bias).view(b, 1, 1, len(self.blocks), 9, self.width).unbind(-2)
+
+    def _layer_tables(self, m: int, h: int, w: int, device: torch.device) -> list[tuple[tuple[Tensor, Tensor], ...]]:
+        """Per layer, the temporal (target at position ``m``) and spatial (``h`` x ``w``)
+        rotary tables with the QK-norm weights and the queries' softmax scale folded in
+        (:func:`~featureflow.forecast.window_ops.qk_tables`); cached until a weight changes."""
+        t_rope = self._full_rope(("t", 1, m, str(device)), lambda: self._time_rope(1, device, start=m))
+        s_rope = self._full_rope(("s", h, w, str(device)), lambda: self._space_rope(h, w, device), True)
+        scale = self.head_dim**-0.5
+        atts = [(blk.temporal, blk.spatial) for blk in self.blocks]
+        params = [p for pair in atts for a in pair for p in (a.q_norm.weight, a.k_norm.weight) if p is not None]
+
+        def build() -> list[tuple[tuple[Tensor, Tensor], ...]]:
+            with torch.no_grad():
+                return [(qk_tables(tp.q_norm.weight, tp.k_norm.weight, *t_rope, scale),
+                         qk_tables(sp.q_norm.weight, sp.k_norm.weight, *s_rope, scale)) for tp, sp in atts]
+
+        return self._weight_cached(("tables", m, h, w, str(device)), params, build)  # type: ignore[return-value]
+
     def _stacked_ada(self) -> tuple[Tensor, Tensor]:
         """All layers' ``ada`` weights (depth * 9 * d, d) and biases stacked, the scale
         biases plus one; rebuilt whenever a weight changes (tensor version counters)."""
         params = [p for blk in self.blocks for p in (blk.ada.weight, blk.ada.bias)]
-        if any(p.is_inference() for p in params):
-            # weights made under torch.inference_mode() have no version counter to key a
-            # cache on (and may change in place unseen): stack them afresh every call
-            return self._stack_ada(params)
-        key = tuple((p.data_ptr(), p._version, p.dtype, str(p.device)) for p in params)
-        cached = getattr(self, "_ada_stack", None)
-        if cached is None or cached[0] != key:
-            with torch.inference_mode(False):
-                cached = self._ada_stack = (key, *self._stack_ada(params))
-        return cached[1], cached[2]
+        return self._weight_cached(("ada",), params, lambda: self._stack_ada(params))  # type: ignore[return-value]
 
     def _stack_ada(self, params: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Stacked ``ada`` weight (depth * 9 * d, d) and bias (scale biases plus one)."""
