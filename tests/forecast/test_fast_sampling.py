@@ -210,3 +210,31 @@ def test_window_step_accepts_weights_made_under_inference_mode():
     with torch.no_grad():
         want = ref.step(ref.prefill(ctx.clone()), x.clone(), t.clone())
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_packed_bf16_linear_equals_f_linear_and_follows_weight_updates():
+    from featureflow.forecast.window_ops import linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 48).to(torch.bfloat16)
+    x = torch.randn(2, 5, 32).to(torch.bfloat16)
+    with torch.no_grad():
+        for start in (0, 16):
+            want = torch.nn.functional.linear(x, lin.weight[start:], lin.bias[start:])
+            torch.testing.assert_close(linear(x, lin, start), want, atol=0, rtol=0)
+        lin.weight.add_(1.0)  # a changed weight is packed again
+        torch.testing.assert_close(linear(x, lin), lin(x), atol=0, rtol=0)
+        fp32 = torch.nn.Linear(32, 48)
+        torch.testing.assert_close(linear(x.float(), fp32), fp32(x.float()), atol=0, rtol=0)
+
+
+def test_bf16_copy_made_under_inference_mode_holds_ordinary_tensors():
+    den = randomised()
+    with torch.inference_mode():
+        fast = den.sampling_copy(torch.bfloat16)
+    assert not any(p.is_inference() for p in fast.parameters())
+    ctx, x, t = torch.randn(1, 3, 4, 4, C), torch.randn(1, 4, 4, C), torch.rand(1)
+    with torch.no_grad():
+        want = den.velocity(ctx, x, t)
+        got = fast.step(fast.prefill(ctx), x, t)
+    assert float((got - want).norm() / want.norm()) < 0.05

@@ -32,7 +32,9 @@ from torch import Tensor, nn
 
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
-from featureflow.forecast.window_ops import norm_rotate, qk_tables, rms_factor, spatial_attention, temporal_attention
+from featureflow.forecast.window_ops import (
+    linear, norm_rotate, qk_tables, rms_factor, spatial_attention, temporal_attention,
+)
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
 from featureflow.kernels.dispatch import get_mode
 
@@ -164,15 +166,17 @@ class CausalBlock(nn.Module):
         queries and keys are normalised and rotated together in float32, in the
         projection's own layout, with the norm weights (and the queries' softmax scale)
         folded into the rotary tables (:func:`~featureflow.forecast.window_ops.norm_rotate`),
-        the temporal attention of one query over the window runs elementwise, the MLP's
-        tanh-GELU is computed through a sigmoid (:func:`gelu_tanh_`; this CPU's ``tanh``
-        is slow), and every elementwise step after a projection or norm runs in place on
-        that fresh output. With bfloat16 weights the matmuls run in bfloat16 and the
-        elementwise work in float32 (:mod:`~featureflow.forecast.window_ops`). Only for
-        inference (nothing may require grad).
+        the temporal attention of one query over the window avoids the fused kernel, the
+        MLP's tanh-GELU is computed through a sigmoid (:func:`gelu_tanh_`; this CPU's
+        ``tanh`` is slow), a modulation shared by all rows goes into LayerNorm's own
+        affine, the gated residual adds are one ``addcmul_`` each, and every elementwise
+        step after a projection or norm runs in place on that fresh output. With bfloat16
+        weights the matmuls run in bfloat16 (prepacked oneDNN weights) and the elementwise
+        work in float32 (:mod:`~featureflow.forecast.window_ops`). Only for inference
+        (nothing may require grad).
 
         Args:
-            z: (b, 1, hw, d) tokens of the target frame.
+            z: (b, 1, hw, d) tokens of the target frame (overwritten: the residual adds run in place).
             mods: the layer's nine modulation tensors (shift, 1 + scale, gate) x (temporal,
                 spatial, MLP), each broadcastable to ``z``.
             t_tables: this layer's temporal rotary tables for the target's position, from
@@ -189,12 +193,12 @@ class CausalBlock(nn.Module):
         t_shift, t_scale1, t_gate = mods[:3]
         # temporal attention: one query per patch over the window's keys
         y = _modulated_norm(z, t_shift, t_scale1)
-        qkv = self.temporal.qkv_proj(y).view(b, hw, 3, heads, hd)
+        qkv = linear(y, self.temporal.qkv_proj).view(b, hw, 3, heads, hd)
         qk = norm_rotate(qkv[:, :, :2], _eps(self.temporal, z), t_tables)  # float32 (b, hw, 2, H, hd)
         key_window[..., -1, :] = qk[:, :, 1]
         value_window[..., -1, :] = qkv[:, :, 2]
         att = temporal_attention(qk[:, :, 0], key_window, value_window)  # float32 (b, hw, H, hd)
-        z = self.temporal.proj(att.view(b, 1, hw, d).to(z.dtype)).mul_(t_gate).add_(z)
+        z = z.addcmul_(linear(att.view(b, 1, hw, d).to(z.dtype), self.temporal.proj), t_gate)
         return self._spatial_mlp(z, mods, s_tables)
 
     def frame_step(
@@ -212,8 +216,7 @@ class CausalBlock(nn.Module):
         heads, hd = self.temporal.heads, self.temporal.head_dim
         t_shift, t_scale1, t_gate = mods[:3]
         y = _modulated_norm(z, t_shift, t_scale1)
-        lin = self.temporal.qkv_proj
-        kv = F.linear(y, lin.weight[d:], None if lin.bias is None else lin.bias[d:]).view(b, hw, 2, heads, hd)
+        kv = linear(y, self.temporal.qkv_proj, start=d).view(b, hw, 2, heads, hd)
         k_raw, v = kv[:, :, 0], kv[:, :, 1]
         k = k_raw * rms_factor(k_raw, _eps(self.temporal, z))
         if self.temporal.k_norm.weight is not None:
@@ -221,7 +224,7 @@ class CausalBlock(nn.Module):
         k = k.to(z.dtype)
         if last:
             return None, k, v
-        z = self.temporal.proj(v.reshape(b, 1, hw, d)).mul_(t_gate).add_(z)
+        z = z.addcmul_(linear(v.reshape(b, 1, hw, d), self.temporal.proj), t_gate)
         return self._spatial_mlp(z, mods, s_tables), k, v
 
     def _spatial_mlp(self, z: Tensor, mods: tuple[Tensor, ...], s_tables: tuple[Tensor, Tensor]) -> Tensor:
@@ -230,15 +233,15 @@ class CausalBlock(nn.Module):
         heads, hd = self.spatial.heads, self.spatial.head_dim
         s_shift, s_scale1, s_gate, m_shift, m_scale1, m_gate = mods[3:]
         y = _modulated_norm(z, s_shift, s_scale1)
-        qkv = self.spatial.qkv_proj(y).view(b, hw, 3, heads, hd)
+        qkv = linear(y, self.spatial.qkv_proj).view(b, hw, 3, heads, hd)
         qk = norm_rotate(qkv[:, :, :2], _eps(self.spatial, z), s_tables).to(z.dtype).transpose(1, 3)  # (b, H, 2, hw, hd)
         att = spatial_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2].transpose(1, 2))
-        z = self.spatial.proj(att.transpose(1, 2).reshape(b, 1, hw, d)).mul_(s_gate).add_(z)
+        z = z.addcmul_(linear(att.transpose(1, 2).reshape(b, 1, hw, d), self.spatial.proj), s_gate)
         # MLP; with bf16 weights the GELU runs in float32 (faster elementwise on this CPU)
         y = _modulated_norm(z, m_shift, m_scale1)
-        hidden = self.mlp.fc1(y)
+        hidden = linear(y, self.mlp.fc1)
         hidden = gelu_tanh_(hidden) if hidden.dtype == torch.float32 else gelu_tanh_(hidden.float()).to(hidden.dtype)
-        return self.mlp.fc2(hidden).mul_(m_gate).add_(z)
+        return z.addcmul_(linear(hidden, self.mlp.fc2), m_gate)
 
 
 def _modulated_norm(z: Tensor, shift: Tensor, scale1: Tensor) -> Tensor:
@@ -555,7 +558,8 @@ class CausalTrunk(nn.Module):
         c = self._conditioning(t[:, None], cond, interval)
         c_act = F.silu(c)
         if self._fast_window(x_t, t, cond, interval):
-            mods = self._all_mods(c_act)
+            # one modulation for all rows when they share it (the usual: one flow time per step)
+            mods = self._all_mods(c_act[:1] if b > 1 and bool((c_act == c_act[:1]).all()) else c_act)
             tables = self._layer_tables(m, h, w, x_t.device)
             for i, (block, kw, vw) in enumerate(zip(self.blocks, key_window, value_window)):
                 z = block.window_step(z, tuple(u.select(-2, i) for u in mods), *tables[i], kw, vw)

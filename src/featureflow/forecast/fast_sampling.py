@@ -66,7 +66,8 @@ class FastSampling:
             >>> fast.step(s, torch.randn(1, 3, 3, 4), torch.tensor(0.5)).dtype
             torch.float32
         """
-        clone = copy.deepcopy(self).to(dtype)
+        with torch.inference_mode(False):  # ordinary tensors even when made under inference_mode: the
+            clone = copy.deepcopy(self).to(dtype)  # fast path caches derived weights by version counter
         return clone.eval() if not self.training else clone
 
     def compile_sampling(self, enabled: bool = True, **compile_kwargs: Any) -> Any:
