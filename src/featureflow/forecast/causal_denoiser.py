@@ -146,8 +146,10 @@ class CausalDenoiser(Denoiser):
         keys, values = self.trunk.encode_frames(context.to(self.weight_dtype))
         return self._causal_state(context, tuple(keys), tuple(values))
 
-    def _causal_state(self, frames: Tensor, raw_keys: tuple[Tensor, ...], values: tuple[Tensor, ...]) -> DenoiserState:
-        """A causal state whose rotated keys and values sit in windows with a scratch slot."""
+    def _causal_state(self, frames: Tensor, raw_keys: tuple[Tensor, ...], values: tuple) -> DenoiserState:
+        """A causal state whose rotated keys and values sit in windows with a scratch slot
+        (``values``: per layer a tensor or a pair of tensors to concatenate, see
+        `CausalTrunk.context_windows`)."""
         key_window, value_window = self.trunk.context_windows(raw_keys, values)
         return DenoiserState(
             frames=frames, keys=context_views(key_window), raw_keys=raw_keys, values=context_views(value_window),
@@ -217,4 +219,6 @@ class CausalDenoiser(Denoiser):
                 return tuple(new)
             return tuple(torch.cat([o[..., -keep:, :] if keep else o[..., :0, :], n], dim=-2) for o, n in zip(old, new))
 
-        return self._causal_state(frames, slide(state.raw_keys, new_keys), slide(state.values, new_values))
+        # values go straight into the new window (kept old slots, then the new frame's)
+        values = tuple((o[..., -keep:, :] if keep else o[..., :0, :], n) for o, n in zip(state.values, new_values))
+        return self._causal_state(frames, slide(state.raw_keys, new_keys), values or tuple(new_values))

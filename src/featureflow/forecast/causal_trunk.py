@@ -484,12 +484,14 @@ class CausalTrunk(nn.Module):
         return tuple(apply_rope(k, cos, sin) for k in raw_keys)
 
     def context_windows(
-        self, raw_keys: tuple[Tensor, ...], values: tuple[Tensor, ...]
+        self, raw_keys: tuple[Tensor, ...], values: tuple[Tensor | tuple[Tensor, ...], ...]
     ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """Key and value windows (b, hw, H, m + 1, hd) of cached raw keys and values: the
         keys rotated for window positions 0..m-1 (as :meth:`rotate_keys`), written straight
         into the new buffers (no rotated copy in between), whose last slot is scratch for
-        the target frame. Same values as :meth:`rotate_keys` up to float rounding.
+        the target frame. Same values as :meth:`rotate_keys` up to float rounding. Each
+        entry of ``values`` is a (b, hw, H, m, hd) tensor or a tuple of tensors whose
+        concatenation along the window axis it is (copied straight into the window).
         """
         if not raw_keys:
             return (), ()
@@ -507,8 +509,12 @@ class CausalTrunk(nn.Module):
                 torch.mul(k, cos, out=window[..., :m, :])
                 window[..., :m, :].addcmul_(swapped, sin)
             keys.append(window)
-            window = v.new_empty(*v.shape[:-2], m + 1, v.shape[-1])
-            window[..., :m, :] = v
+            parts = v if isinstance(v, tuple) else (v,)
+            window = parts[-1].new_empty(*parts[-1].shape[:-2], m + 1, parts[-1].shape[-1])
+            at = 0
+            for part in parts:
+                window[..., at : at + part.shape[-2], :] = part
+                at += part.shape[-2]
             vals.append(window)
         return tuple(keys), tuple(vals)
 
