@@ -33,7 +33,7 @@ _PACKING = {"ok": torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkl
 def linear(x: Tensor, lin: nn.Linear, start: int = 0) -> Tensor:
     """``F.linear(x, lin.weight[start:], lin.bias[start:])``; for bfloat16 weights on CPU
     through oneDNN with a prepacked copy of the weight (made on first use, remade when the
-    weight changes, as ``torch.compile``'s CPU freezing does): 10-25 % faster at the
+    weight changes, as ``torch.compile``'s CPU freezing does): 5-25 % faster at the
     denoiser's sizes on this CPU, bit for bit the same output. Anything else (other
     dtypes, weights made under ``torch.inference_mode()``, which have no version counter,
     a PyTorch without oneDNN) takes ``F.linear``."""
