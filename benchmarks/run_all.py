@@ -376,6 +376,8 @@ def latent_comparison(q: dict[str, Any], out: Path, prefix: str) -> list[str]:
              "`benchmarks/quality.py` on the same clips and samples (raw JSON: " + files + "). "
              "Flow rows only, mean ± 1.96·SE over clips:", "",
              md_table(["context", "step", "latent", *[c[2] for c in cols]], rows), ""]
+    if (out / "latent_runs_training_curves.png").is_file():
+        lines += [f"![Flow training loss of the comparison runs]({prefix}latent_runs_training_curves.png)", ""]
     if stale:
         lines += [f"**Not comparable row by row:** {', '.join(stale)} were stored by the previous `quality.py` "
                   "(no object-class mIoU: —) on models built with the *first* bundle's encoder "
