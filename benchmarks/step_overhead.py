@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--inner", type=int, default=5)
     p.add_argument("--against", metavar="REV", default=None,
                    help="compare this checkout's step and append with git revision REV (fp32 and bf16)")
-    p.add_argument("--size", choices=("a", "b"), default="b", help="vs_official.py size for --against")
+    p.add_argument("--size", choices=("a", "b", "c"), default="b", help="vs_official.py size for --against")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.against:
