@@ -225,9 +225,9 @@ class WorldModel(nn.Module):
             precision: ``"fp32"`` (default) or ``"bf16"``: sample with a bfloat16 copy of the
                 denoiser's weights (made on first use and kept while the weights do not
                 change); the solver state, noise and returned latents stay float32. Faster
-                where bf16 matmuls are (CPUs with AMX, recent GPUs): 1.3x per forecast frame
-                at the bundle's size to 3x at the released size on this CPU (docs/speed.md);
-                velocities differ from fp32 by ~1 %.
+                where bf16 matmuls are (CPUs with AMX, recent GPUs): about 1.7x per forecast
+                frame at the bundle's size, 3-5x at sizes (b) and (c) on this CPU
+                (docs/speed.md); velocities differ from fp32 by ~1 %.
             compile: run the denoiser's cached step through ``torch.compile`` (causal arch).
                 The first forecast pays the compilation, once per window length (1 to
                 ``max_context`` frames) and batch size: 9 s (bundle size) to 40 s per shape
