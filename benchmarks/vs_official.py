@@ -11,7 +11,7 @@ encodes each new frame once (``append``). Compared, per forecast frame at contex
 * causal Euler 9 / Heun 4 / Euler 3 / Euler 1: NFE x (cached step) + 1 append;
 * compile Euler 9 / Heun 4 / Euler 3: the same with the step through ``torch.compile`` (full run
   only; the compilation, seconds to minutes here, is reported apart);
-* bf16 Heun 4 / Euler 3: the same with a bf16 weight copy (``Denoiser.sampling_copy``),
+* bf16 Euler 9 / Heun 4 / Euler 3: the same with a bf16 weight copy (``Denoiser.sampling_copy``),
   fp32 solver state;
 * MeanFlow 1 / 2 NFE: NFE x (cached step of a denoiser with the interval input,
   ``interval_cond=True``, as the bundled ``meanflow`` baseline) + 1 append.
@@ -75,7 +75,8 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 CONTEXT, LATENT = 4, 16
 PATHS = ("official Euler 9", "causal Euler 9", "causal Heun 4", "causal Euler 3", "causal Euler 1", "compile Euler 9",
-         "compile Heun 4", "compile Euler 3", "bf16 Heun 4", "bf16 Euler 3", "MeanFlow 1 NFE", "MeanFlow 2 NFE")
+         "compile Heun 4", "compile Euler 3", "bf16 Euler 9", "bf16 Heun 4", "bf16 Euler 3", "MeanFlow 1 NFE",
+         "MeanFlow 2 NFE")
 
 
 def randomised(arch: str, size: dict[str, Any], seed: int = 0, **kw: Any) -> Denoiser:
@@ -168,6 +169,7 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
         "causal Heun 4": 4 * med["causal_step"] + med["causal_append"],
         "causal Euler 3": 3 * med["causal_step"] + med["causal_append"],
         "causal Euler 1": med["causal_step"] + med["causal_append"],
+        "bf16 Euler 9": 9 * med["bf16_step"] + med["bf16_append"],
         "bf16 Heun 4": 4 * med["bf16_step"] + med["bf16_append"],
         "bf16 Euler 3": 3 * med["bf16_step"] + med["bf16_append"],
         "MeanFlow 1 NFE": med["meanflow_step"] + med["meanflow_append"],
