@@ -147,7 +147,6 @@ def run(args: Any) -> dict[str, Any]:
     still = type(world)(**{**world.config, "turn_prob": 0.0})
     for lo in range(0, n_clips, args.batch):
         part = clips[lo : lo + args.batch]
-        refs = reference_rows(wm, world, still, seeds[lo : lo + len(part)], c_max, data, K, args.reference_seed)
         frames = stack(part, "rgb", slice(0, c_max))
         size = tuple(frames.shape[-2:])
         fut = slice(c_max, c_max + HORIZON)
@@ -157,6 +156,17 @@ def run(args: Any) -> dict[str, Any]:
             z_last = wm.encode(frames[:, -1:])[:, 0]
             oracle = _scores(wm, wm.compressor.decode(z_true)[:, None], targets, size, ncls, objects)
         masks = motion_masks(z_true, z_last)
+        references: dict[str, dict[str, torch.Tensor]] = {}  # the same for every context length
+        if not args.no_reference:
+            refs = reference_rows(wm, world, still, seeds[lo : lo + len(part)], c_max, data, K, args.reference_seed)
+            true_feats = wm.compressor.decode(refs["true"])
+            references = {
+                PHYS: {m: v[:, 0] for m, v in _scores(wm, wm.compressor.decode(refs["phys"]), targets, size, ncls,
+                                                       objects).items()},
+                TRUE_K: {m: v.mean(1) for m, v in _scores(wm, true_feats, targets, size, ncls, objects).items()},
+                TRUE_ENS.format(K): {m: v[:, 0] for m, v in _scores(wm, true_feats.mean(1, keepdim=True), targets,
+                                                                    size, ncls, objects).items()},
+            }
         for c in contexts:
             ckey = f"|C|={c}"
             ctx = frames[:, c_max - c :]
@@ -175,14 +185,8 @@ def run(args: Any) -> dict[str, Any]:
                 add(acc, ckey, name, {m: v[:, 0] for m, v in _scores(wm, o.features, targets, size, ncls,
                                                                      objects).items()})
             add(acc, ckey, ORACLE, {m: v[:, 0] for m, v in oracle.items()})
-            if not args.no_reference:
-                phys, true_k = (_scores(wm, wm.compressor.decode(refs[r]), targets, size, ncls, objects)
-                                for r in ("phys", "true"))
-                true_ens = _scores(wm, wm.compressor.decode(refs["true"]).mean(1, keepdim=True), targets, size,
-                                   ncls, objects)
-                add(acc, ckey, PHYS, {m: v[:, 0] for m, v in phys.items()})
-                add(acc, ckey, TRUE_K, {m: v.mean(1) for m, v in true_k.items()})
-                add(acc, ckey, TRUE_ENS.format(K), {m: v[:, 0] for m, v in true_ens.items()})
+            for name, vals in references.items():
+                add(acc, ckey, name, vals)
             # latent MSE on moving / static / all patches
             lat_rows = {"flow, per sample": fc.latents, "flow ensemble mean": fc.latents.mean(1, keepdim=True),
                         **{n: o.latents for n, o in others.items()}}
@@ -221,7 +225,8 @@ def run(args: Any) -> dict[str, Any]:
         "benchmark": "quality", "format": FORMAT, "model": str(args.model), "quick": bool(args.quick),
         "protocol": {"clips": n_clips, "samples_K": K, "ensemble_k": ens_k, "contexts": contexts,
                      "horizon": HORIZON, "stride": data["stride"], "warmup": data["warmup"],
-                     "resolution": world.resolution, "turn_prob": world.turn_prob, "solver": args.solver, "steps": args.steps,
+                     "resolution": world.resolution, "turn_prob": world.turn_prob, "solver": args.solver,
+                     "steps": args.steps,
                      "split": args.split, "object_classes": [world.CLASSES[i] for i in objects],
                      "moving_top": MOVING_TOP, "static_bottom": STATIC_BOTTOM,
                      "interval": "mean ± 1.96·SE over clips"},

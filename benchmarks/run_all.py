@@ -274,9 +274,9 @@ def sampler_choice(out: Path) -> list[str]:
             "evaluations leave *more* noise on patches that do not move (static error grows with NFE for "
             "every solver). Our reading: this model's velocity is least reliable late in the flow, near the "
             "data, where Heun's last evaluation sits (t = 1), and fewer steps evaluate it less.",
-            "The choice was made with the earlier, smaller probe heads; it does not depend on them when "
-            "one sampler alone meets the most targets (static error and spread are measured in latent "
-            f"space), as here: {', '.join(f'{k} {_met(f)}' for k, f in settings.items())} of 4.", ""]
+            "The rule reads mIoU only to break ties: static error and spread are measured in latent space, "
+            "so when one sampler alone meets the most targets the choice does not depend on the probe heads "
+            f"(targets met, of 4: {', '.join(f'{k} {_met(f)}' for k, f in settings.items())}).", ""]
 
 
 def _met(f: dict[str, Any]) -> int:
@@ -454,24 +454,25 @@ def ceilings(q: dict[str, Any]) -> list[str]:
     (exact state with no turns; true futures drawn by ``branch``) beside the model's, at the
     longest context, from a quality JSON that has them."""
     cmax = list(q["results"])[-1]
-    refs = [quality.PHYS, quality.TRUE_K, quality.TRUE_ENS.format(q["protocol"]["samples_K"])]
+    cells = q["results"][cmax]
+    true_ens = quality.TRUE_ENS.format(q["protocol"]["samples_K"])
+    refs = [quality.PHYS, quality.TRUE_K, true_ens]
     model = [quality.REG, quality.FLOW, quality.ENS.format(max(q["protocol"]["ensemble_k"]))]
+    if not all(r in cells[step]["skill"] for step in quality.STEPS for r in refs):
+        return []
     lines = []
-    for step in ("t+1", "t+3"):
-        skill = q["results"][cmax][step]["skill"]
-        if not all(r in skill for r in refs):
-            return []
+    for step in quality.STEPS:
+        skill = cells[step]["skill"]
         pairs = "; ".join(f"{m} {fmt(skill.get(m))} (reference: {r} {fmt(skill[r])})" for m, r in zip(model, refs))
         lines.append(f"- Skill over copy-last, {cmax}, {step}, against what the simulator reaches in this latent "
                      f"space: {pairs}.")
-    rows = {step: q["results"][cmax][step]["rows"] for step in ("t+1", "t+3")}
-    ens_name = quality.TRUE_ENS.format(q["protocol"]["samples_K"])
-    pairs = [(step, r[quality.TRUE_K]["miou_obj"]["mean"], r[ens_name]["miou_obj"]["mean"]) for step, r in rows.items()]
+    perfect = [f"{cells[s]['rows'][quality.TRUE_K]['miou_obj']['mean']:.1f} vs "
+               f"{cells[s]['rows'][true_ens]['miou_obj']['mean']:.1f} at {s}" for s in quality.STEPS]
     lines.append(f"- With perfect models, at {cmax}: the true futures' mean of K vs their ensemble mean (the decoded "
                  "average of K true futures, near what a perfect regression would forecast) is "
-                 + "; ".join(f"{a:.1f} vs {b:.1f} at {step}" for step, a, b in pairs)
+                 + "; ".join(perfect)
                  + ". The paper's claim that the average sample beats regression needs the first above the second.")
-    phys = q["results"][cmax]["t+3"]["skill"][quality.PHYS]["mean"]
+    phys = cells["t+3"]["skill"][quality.PHYS]["mean"]
     if phys < 0.5:
         lines.append(f"- The regression target (skill ≥ 0.5 at t+3) is above the {phys:.2f} of the exact-state, "
                      "no-turn simulator, an oracle that knows every position and velocity and predicts that nothing "

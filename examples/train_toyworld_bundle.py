@@ -124,10 +124,9 @@ def main() -> None:
         return
     # ship the training logs and their loss curves with the model
     (out / "logs").mkdir(exist_ok=True)
-    logs = sorted((work / "logs").glob("*.jsonl"))
     if args.meanflow_minutes > 0:
         shutil.copy(work / "meanflow" / "train_log.jsonl", work / "logs" / "meanflow.jsonl")
-        logs = sorted((work / "logs").glob("*.jsonl"))
+    logs = sorted((work / "logs").glob("*.jsonl"))
     for log in logs:
         shutil.copy(log, out / "logs" / log.name)
     plot_training_curves([p for p in logs if p.stem != "pipeline"], out / "training_curves.png",

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
 from featureflow.forecast.window_ops import (
-    linear, norm_rotate, qk_tables, rms_factor, spatial_attention, temporal_attention,
+    gelu_tanh_, linear, modulated_norm, norm_rotate, qk_tables, rms_eps, rms_factor, spatial_attention,
+    temporal_attention,
 )
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
 from featureflow.kernels.dispatch import get_mode
@@ -167,8 +168,8 @@ class CausalBlock(nn.Module):
         projection's own layout, with the norm weights (and the queries' softmax scale)
         folded into the rotary tables (:func:`~featureflow.forecast.window_ops.norm_rotate`),
         the temporal attention of one query over the window avoids the fused kernel, the
-        MLP's tanh-GELU is computed through a sigmoid (:func:`gelu_tanh_`; this CPU's
-        ``tanh`` is slow), a modulation shared by all rows goes into LayerNorm's own
+        MLP's tanh-GELU is computed through a sigmoid
+        (:func:`~featureflow.forecast.window_ops.gelu_tanh_`; this CPU's ``tanh`` is slow), a modulation shared by all rows goes into LayerNorm's own
         affine, the gated residual adds are one ``addcmul_`` each, and every elementwise
         step after a projection or norm runs in place on that fresh output. With bfloat16
         weights the matmuls run in bfloat16 (prepacked oneDNN weights) and the elementwise
@@ -192,9 +193,9 @@ class CausalBlock(nn.Module):
         heads, hd = self.temporal.heads, self.temporal.head_dim
         t_shift, t_scale1, t_gate = mods[:3]
         # temporal attention: one query per patch over the window's keys
-        y = _modulated_norm(z, t_shift, t_scale1)
+        y = modulated_norm(z, t_shift, t_scale1)
         qkv = linear(y, self.temporal.qkv_proj).view(b, hw, 3, heads, hd)
-        qk = norm_rotate(qkv[:, :, :2], _eps(self.temporal, z), t_tables)  # float32 (b, hw, 2, H, hd)
+        qk = norm_rotate(qkv[:, :, :2], rms_eps(self.temporal, z), t_tables)  # float32 (b, hw, 2, H, hd)
         key_window[..., -1, :] = qk[:, :, 1]
         value_window[..., -1, :] = qkv[:, :, 2]
         att = temporal_attention(qk[:, :, 0], key_window, value_window)  # float32 (b, hw, H, hd)
@@ -215,10 +216,10 @@ class CausalBlock(nn.Module):
         b, _, hw, d = z.shape
         heads, hd = self.temporal.heads, self.temporal.head_dim
         t_shift, t_scale1, t_gate = mods[:3]
-        y = _modulated_norm(z, t_shift, t_scale1)
+        y = modulated_norm(z, t_shift, t_scale1)
         kv = linear(y, self.temporal.qkv_proj, start=d).view(b, hw, 2, heads, hd)
         k_raw, v = kv[:, :, 0], kv[:, :, 1]
-        k = k_raw * rms_factor(k_raw, _eps(self.temporal, z))
+        k = k_raw * rms_factor(k_raw, rms_eps(self.temporal, z))
         if self.temporal.k_norm.weight is not None:
             k.mul_(self.temporal.k_norm.weight)
         k = k.to(z.dtype)
@@ -232,52 +233,16 @@ class CausalBlock(nn.Module):
         b, _, hw, d = z.shape
         heads, hd = self.spatial.heads, self.spatial.head_dim
         s_shift, s_scale1, s_gate, m_shift, m_scale1, m_gate = mods[3:]
-        y = _modulated_norm(z, s_shift, s_scale1)
+        y = modulated_norm(z, s_shift, s_scale1)
         qkv = linear(y, self.spatial.qkv_proj).view(b, hw, 3, heads, hd)
-        qk = norm_rotate(qkv[:, :, :2], _eps(self.spatial, z), s_tables).to(z.dtype).transpose(1, 3)  # (b, H, 2, hw, hd)
+        qk = norm_rotate(qkv[:, :, :2], rms_eps(self.spatial, z), s_tables).to(z.dtype).transpose(1, 3)  # (b, H, 2, hw, hd)
         att = spatial_attention(qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2].transpose(1, 2))
         z = z.addcmul_(linear(att.transpose(1, 2).reshape(b, 1, hw, d), self.spatial.proj), s_gate)
         # MLP; with bf16 weights the GELU runs in float32 (faster elementwise on this CPU)
-        y = _modulated_norm(z, m_shift, m_scale1)
+        y = modulated_norm(z, m_shift, m_scale1)
         hidden = linear(y, self.mlp.fc1)
         hidden = gelu_tanh_(hidden) if hidden.dtype == torch.float32 else gelu_tanh_(hidden.float()).to(hidden.dtype)
         return z.addcmul_(linear(hidden, self.mlp.fc2), m_gate)
-
-
-def _modulated_norm(z: Tensor, shift: Tensor, scale1: Tensor) -> Tensor:
-    """``layer_norm(z) * scale1 + shift`` (no affine weights of its own, eps 1e-5); one
-    fused pass when a single modulation serves every row (LayerNorm's own affine)."""
-    d = z.shape[-1]
-    if shift.numel() == d and scale1.numel() == d:
-        return F.layer_norm(z, (d,), scale1.reshape(d), shift.reshape(d), eps=1e-5)
-    return F.layer_norm(z, (d,), eps=1e-5).mul_(scale1).add_(shift)
-
-
-def _eps(attention: Attention, like: Tensor) -> float:
-    """The RMSNorm epsilon of an attention's queries and keys (``None``: the dtype's eps)."""
-    eps = attention.q_norm.eps
-    return torch.finfo(like.dtype).eps if eps is None else eps
-
-
-def gelu_tanh_(x: Tensor) -> Tensor:
-    """``F.gelu(x, approximate="tanh")`` computed in place in ``x``, as ``x * sigmoid(2 u)``.
-
-    ``u = sqrt(2/pi) (x + 0.044715 x^3)`` and ``0.5 (1 + tanh(u)) = sigmoid(2 u)``: the
-    same function, equal to float rounding (max abs. difference about 5e-7 on unit-scale
-    inputs). One temporary instead of PyTorch's output tensor, and about 2x faster on
-    this CPU, whose vectorised ``tanh`` is slow (``docs/speed.md``). ``x`` must not be
-    needed afterwards (nor require grad). ``2 u = x (a + b x^2)`` takes four passes over
-    the data (one ``addcmul``, two products, the sigmoid).
-
-    Example:
-        >>> import torch
-        >>> x = torch.linspace(-6, 6, 101)
-        >>> bool(torch.allclose(gelu_tanh_(x.clone()), F.gelu(x, approximate="tanh"), atol=2e-6))
-        True
-    """
-    a = 1.5957691216057308  # 2 sqrt(2 / pi)
-    u = torch.addcmul(x.new_full((), a), x, x, value=a * 0.044715)
-    return x.mul_(u.mul_(x).sigmoid_())
 
 
 class CausalTrunk(nn.Module):
