@@ -1,6 +1,7 @@
-"""Eager CPU helpers of the causal trunk's sampling fast path (:meth:`CausalBlock.window_step`
-and :meth:`CausalBlock.frame_step`): fewer elementwise passes, and with bfloat16 weights the
-elementwise work in float32 around bfloat16 matmuls.
+"""Eager CPU helpers of the causal trunk's sampling fast path
+(:func:`~featureflow.forecast.causal_fast.window_step` and
+:func:`~featureflow.forecast.causal_fast.frame_step`): fewer elementwise passes, and with
+bfloat16 weights the elementwise work in float32 around bfloat16 matmuls.
 
 On this CPU a bfloat16 matmul runs about 6x faster than a float32 one, but bfloat16
 elementwise ops run 1.5-2.5x *slower* than float32 ones (no native bf16 arithmetic:
