@@ -10,7 +10,9 @@ on fresh procedural clips, every frame of a clip a target), then the probe heads
 segmentation, depth, normals and RGB, and saves the model. While the probe heads train,
 ``examples/train_meanflow.py`` fine-tunes the one/two-step ``MeanFlowForecaster`` from the
 flow forecaster in a second process (``--meanflow-minutes``, 0 to skip); it joins the model
-as the ``"meanflow"`` baseline (``forecast(..., baseline="meanflow", steps=1)``). Every stage
+as the ``"meanflow"`` baseline (``forecast(..., baseline="meanflow", steps=1)``), its sampling
+noise scale calibrated so that its samples spread like the flow's on val clips
+(``logs/meanflow_noise_scale.json``). Every stage
 checkpoints: running the script again resumes where it stopped (a finished MeanFlow run is
 reused as it is). The saved model (bf16 weights) is
 copied to ``src/featureflow/assets/models/toyworld/`` with its training logs
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -77,14 +80,43 @@ def start_meanflow(work: Path, minutes: float, progress: bool) -> subprocess.Pop
     return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+#: ToyWorld val clips on which the MeanFlow baseline's sampling noise is calibrated
+CALIBRATION_CLIPS = 64
+
+
+@torch.no_grad()
+def calibrate_meanflow(wm: Any, clips: int = CALIBRATION_CLIPS) -> dict[str, Any]:
+    """Set the ``"meanflow"`` baseline's noise scale so that its samples (1 and 2 NFE) spread
+    like the flow forecaster's (Euler 9) on the first ``clips`` ToyWorld **val** clips
+    (`featureflow.forecast.calibrate_noise_scale`); returns its report."""
+    from featureflow.data import ToyWorld
+    from featureflow.forecast import calibrate_noise_scale
+
+    data = wm.metadata.get("data", {})
+    world = ToyWorld(resolution=int(data.get("resolution", 64)))
+    seeds = world.split_seeds("val")
+    stride, warmup = int(data.get("stride", 1)), int(data.get("warmup", 0))
+    frames = torch.stack([torch.as_tensor(world.clip(seeds[i], wm.max_context, stride=stride, start=warmup).rgb)
+                          for i in range(min(clips, len(seeds)))])
+    report = calibrate_noise_scale(wm.baselines["meanflow"], wm.forecaster, wm.encode(frames))
+    print(f"meanflow: sampling noise scale {report['noise_scale']:g} (spread matched to the flow's on "
+          f"{frames.shape[0]} val clips)", flush=True)
+    return report
+
+
 def add_meanflow(model_dir: Path, work: Path, weights: str, store_bf16: bool) -> None:
-    """Put the fine-tuned MeanFlow forecaster into the saved model as its ``"meanflow"`` baseline."""
+    """Put the fine-tuned MeanFlow forecaster into the saved model as its ``"meanflow"``
+    baseline, its noise scale calibrated on val clips (report in ``work/logs``)."""
     from featureflow.utils.component_io import load_component
+    from featureflow.utils.io import save_json
     from featureflow.world import WorldModel
 
     sub = {"raw": "forecaster_raw", "ema": "forecaster"}[weights]
     wm = WorldModel.from_pretrained(model_dir)
     wm.baselines["meanflow"] = load_component(work / "meanflow" / sub, "forecaster")
+    report = calibrate_meanflow(wm)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    save_json(report, work / "logs" / "meanflow_noise_scale.json")
     wm.save_pretrained(model_dir, dtype=torch.bfloat16 if store_bf16 else None)
 
 
@@ -97,7 +129,7 @@ def main() -> None:
     parser.add_argument("--name", default="toyworld", help="bundle name to install as")
     parser.add_argument("--no-install", action="store_true", help="do not copy the model into the package")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--meanflow-minutes", type=float, default=20.0,
+    parser.add_argument("--meanflow-minutes", type=float, default=18.0,
                         help="budget of the MeanFlow fine-tune, run beside the probe heads (0: no MeanFlow baseline)")
     parser.add_argument("--meanflow-weights", choices=("raw", "ema"), default="raw",
                         help="which MeanFlow weights to ship: the last step's (raw) or the EMA")
@@ -127,7 +159,7 @@ def main() -> None:
     if args.meanflow_minutes > 0:
         shutil.copy(work / "meanflow" / "train_log.jsonl", work / "logs" / "meanflow.jsonl")
     logs = sorted((work / "logs").glob("*.jsonl"))
-    for log in logs:
+    for log in logs + sorted((work / "logs").glob("*.json")):
         shutil.copy(log, out / "logs" / log.name)
     plot_training_curves([p for p in logs if p.stem != "pipeline"], out / "training_curves.png",
                          title=f"{args.name}: training loss per stage")

@@ -45,7 +45,13 @@ def test_bundle_script_trains_and_ships_the_meanflow_baseline(tmp_path, monkeypa
     fc = wm.forecast(frames, 2, 2, baseline="meanflow", steps=1, generator=torch.Generator().manual_seed(0))
     assert fc.latents.shape[:3] == (1, 2, 2) and torch.isfinite(fc.latents).all()
     logs = {p.name for p in (out / "logs").iterdir()}
-    assert {"meanflow.jsonl", "flow.jsonl", "regression.jsonl", "probe_segmentation.jsonl"} <= logs
+    assert {"meanflow.jsonl", "flow.jsonl", "regression.jsonl", "probe_segmentation.jsonl",
+            "meanflow_noise_scale.json"} <= logs
+    # the shipped noise scale is the calibration's choice, the best-scoring candidate
+    report = json.loads((out / "logs" / "meanflow_noise_scale.json").read_text())
+    scores = {float(k): v for k, v in report["scores"].items()}
+    assert mf.noise_scale == report["noise_scale"] == min(scores, key=scores.get)
+    assert len(report["teacher_spread"]) == 3 and all(v > 0 for v in report["teacher_spread"])
     assert (out / "training_curves.png").stat().st_size > 0
     # a finished MeanFlow run is reused, not trained again
     assert bundle.start_meanflow(work, 0.02, progress=False) is None

@@ -68,3 +68,67 @@ def test_streams_take_one_draw_from_the_user_generator_and_check_rows():
     # clip i's streams do not depend on the batch size either
     one = SampleStreams(torch.Generator().manual_seed(3), batch=1, samples=3).randn((3, 2), torch.device("cpu"), torch.float32)
     assert torch.equal(one, x[:3].float())
+
+
+class _ZeroVelocity(torch.nn.Module):
+    """Wraps a denoiser's cached step to return zero velocity: a sample is then its source noise."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+    def step(self, state, x, t, *args, **kwargs):
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.7])
+def test_noise_scale_multiplies_the_source_noise_of_every_sample(scale):
+    fc = forecaster()
+    context = torch.randn(1, 2, 3, 3, 4, generator=torch.Generator().manual_seed(1))
+    fc.denoiser = _ZeroVelocity(fc.denoiser)  # frame = source noise exactly (absolute target)
+    base = fc.rollout(context, 2, 3, steps=2, generator=torch.Generator().manual_seed(3)).latents
+    fc.set_noise_scale(scale)
+    scaled = fc.rollout(context, 2, 3, steps=2, generator=torch.Generator().manual_seed(3)).latents
+    torch.testing.assert_close(scaled, scale * base)
+    assert fc.config["noise_scale"] == scale
+    fc.set_noise_scale(1.0)  # back to the trained path: bit for bit, and no longer recorded
+    assert "noise_scale" not in fc.config
+    assert torch.equal(fc.rollout(context, 2, 3, steps=2, generator=torch.Generator().manual_seed(3)).latents, base)
+
+
+def test_noise_scale_narrows_a_trained_style_flow_and_round_trips(tmp_path):
+    from featureflow.utils.component_io import load_component, save_component
+
+    fc = forecaster()
+    context = torch.randn(2, 2, 3, 3, 4, generator=torch.Generator().manual_seed(1))
+    wide = fc.rollout(context, 1, 16, steps=3, generator=torch.Generator().manual_seed(0)).latents
+    fc.set_noise_scale(0.5)
+    narrow = fc.rollout(context, 1, 16, steps=3, generator=torch.Generator().manual_seed(0)).latents
+    assert narrow.std(1).mean() < 0.8 * wide.std(1).mean()
+    save_component(fc, tmp_path, "forecaster")
+    back = load_component(tmp_path, "forecaster")
+    assert back.noise_scale == 0.5
+    again = back.rollout(context, 1, 16, steps=3, generator=torch.Generator().manual_seed(0)).latents
+    torch.testing.assert_close(again, narrow)
+    assert FlowForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2), noise_scale=0.5).noise_scale == 0.5
+
+
+def test_noise_scale_refuses_bad_values_and_deterministic_forecasters():
+    from featureflow.forecast import RegressionForecaster
+
+    fc = forecaster()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_scale must be a finite number > 0"):
+            fc.set_noise_scale(bad)
+    assert fc.noise_scale == 1.0
+    with pytest.raises(ValueError, match="noise_scale must be a finite number > 0"):
+        FlowForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2), noise_scale=0.0)
+    reg = RegressionForecaster(Denoiser(latent_dim=4, width=16, depth=1, heads=2))
+    with pytest.raises(ValueError, match="draws no sampling noise"):
+        reg.set_noise_scale(0.5)

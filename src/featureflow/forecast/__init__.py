@@ -15,6 +15,7 @@ from featureflow.forecast.denoiser import Denoiser, DenoiserState
 from featureflow.forecast.vfmf_denoiser import VFMFDenoiser
 from featureflow.forecast.flow import FlowForecaster
 from featureflow.forecast.meanflow import MeanFlowForecaster
+from featureflow.forecast.noise_calibration import calibrate_noise_scale
 from featureflow.forecast.protocols import DenoiserProtocol, Forecaster
 from featureflow.forecast.regression import RegressionForecaster
 from featureflow.forecast.rollout import Rollout, draw_window
@@ -33,4 +34,5 @@ __all__ = [
     "DenoiserProtocol",
     "Rollout",
     "draw_window",
+    "calibrate_noise_scale",
 ]

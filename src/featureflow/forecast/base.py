@@ -54,6 +54,10 @@ class ForecasterBase(nn.Module, Configurable):
             ``residual_scale`` for a residual forecaster); the targets stay clean, and a
             residual target is taken from the noisy last frame, so the network learns to
             correct its context. 0 (the default) trains on clean context.
+        noise_scale: standard deviation of the source noise at sampling time (1 = the
+            trained path; below 1 narrows the samples, like a temperature). A calibration
+            of a trained model, chosen on held-out clips (:meth:`set_noise_scale`); stochastic
+            forecasters only (flow and MeanFlow).
 
     Action conditioning: when the denoiser was built with ``cond_dim`` (``arch="causal"``),
     the forecaster is action-conditioned (:attr:`action_dim` = ``cond_dim``): ``loss``
@@ -73,6 +77,7 @@ class ForecasterBase(nn.Module, Configurable):
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
         context_noise: float = 0.0,
+        noise_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.denoiser = _build_denoiser(denoiser)
@@ -103,6 +108,38 @@ class ForecasterBase(nn.Module, Configurable):
         self.register_buffer("residual_scale", torch.ones(self.latent_dim), persistent=False)
         if residual_scale is not None:
             self.set_residual_scale(torch.as_tensor(residual_scale, dtype=torch.float32))
+        self.noise_scale = 1.0
+        if float(noise_scale) != 1.0:
+            self.set_noise_scale(noise_scale)
+
+    #: whether sampling draws source noise (flow-type forecasters); see :meth:`set_noise_scale`
+    stochastic: bool = False
+
+    def set_noise_scale(self, scale: float) -> None:
+        """Set the standard deviation of the sampling noise (recorded in the config when not 1).
+
+        Every sample starts from ``scale * N(0, I)`` instead of ``N(0, I)``: below 1 the
+        samples draw nearer the conditional mean (a temperature). Use it to calibrate a
+        trained model's spread on held-out clips, e.g. a few-step sampler that spreads
+        wider than the futures it forecasts (``docs/speed.md``, "Few-step sampling").
+
+        Example:
+            >>> from featureflow.forecast import Denoiser, FlowForecaster
+            >>> fc = FlowForecaster(Denoiser(latent_dim=2, width=16, depth=1, heads=2))
+            >>> fc.set_noise_scale(0.9)
+            >>> fc.noise_scale, fc.config["noise_scale"]
+            (0.9, 0.9)
+        """
+        if not self.stochastic:
+            raise ValueError(f"{type(self).__name__} draws no sampling noise; noise_scale applies to flow forecasters")
+        value = float(scale)
+        if not (0.0 < value < float("inf")):
+            raise ValueError(f"noise_scale must be a finite number > 0, got {scale}")
+        self.noise_scale = value
+        if value == 1.0:  # only recorded when not 1, so older configs stay valid
+            self.config.pop("noise_scale", None)
+        else:
+            self.config["noise_scale"] = value
 
     def set_residual_scale(self, scale: Tensor) -> None:
         """Set the per-channel residual scale (C,) (recorded in the config; residual models only)."""
@@ -353,7 +390,7 @@ class ForecasterBase(nn.Module, Configurable):
             state = expand(rows) if expand is not None else self.denoiser.prefill(context.repeat_interleave(rows, 0))
         out = context.new_empty(b * rows, horizon, h, w, c)
         nfes: list[int] = []
-        noise = SampleStreams(generator, b, rows)  # sample j's noise does not depend on num_samples
+        noise = SampleStreams(generator, b, rows, self.noise_scale)  # sample j's noise does not depend on num_samples
         for k in progress_bar(range(horizon), progress=progress, desc="rollout", total=horizon):
             cond = acts[:, k].contiguous() if acts is not None else None
             frame, nfe = self._next_frame(state, b * rows, ode, noise, guidance, cond)

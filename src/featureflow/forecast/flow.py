@@ -48,6 +48,8 @@ class FlowForecaster(ForecasterBase):
             (see :class:`~featureflow.forecast.base.ForecasterBase`; 0 = off).
         logit_mean: mean of the normal behind logit-normal time sampling.
         logit_std: standard deviation of that normal.
+        noise_scale: standard deviation of the sampling noise (1 = the trained path; see
+            :meth:`~featureflow.forecast.base.ForecasterBase.set_noise_scale`).
 
     Example:
         >>> import torch
@@ -69,6 +71,8 @@ class FlowForecaster(ForecasterBase):
         torch.Size([1, 2, 3, 2, 2, 4])
     """
 
+    stochastic = True
+
     def __init__(
         self,
         denoiser: Any,
@@ -81,12 +85,13 @@ class FlowForecaster(ForecasterBase):
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
         context_noise: float = 0.0,
+        noise_scale: float = 1.0,
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
     ) -> None:
         super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
                          residual_scale=residual_scale, teacher_forcing=teacher_forcing,
-                         context_noise=context_noise)
+                         context_noise=context_noise, noise_scale=noise_scale)
         if time_sampling not in _TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {_TIME_SAMPLING}, got {time_sampling!r}")
         if not 0.0 <= history_dropout < 1.0:

@@ -77,6 +77,9 @@ class MeanFlowForecaster(ForecasterBase):
         residual_scale: per-channel scale (C,) of that change.
         teacher_forcing: train every frame of a clip in one pass (causal denoisers).
         context_noise: training noise on the context frames (see `ForecasterBase`).
+        noise_scale: standard deviation of the sampling noise (1 = the trained path): a
+            calibration of a fine-tuned model's spread, chosen on held-out clips (see
+            `ForecasterBase.set_noise_scale`).
 
     Example:
         >>> import torch
@@ -89,6 +92,8 @@ class MeanFlowForecaster(ForecasterBase):
         >>> r.latents.shape, r.nfe
         (torch.Size([1, 2, 3, 2, 2, 4]), 2)
     """
+
+    stochastic = True
 
     def __init__(
         self,
@@ -108,10 +113,11 @@ class MeanFlowForecaster(ForecasterBase):
         residual_scale: list[float] | tuple[float, ...] | None = None,
         teacher_forcing: bool = True,
         context_noise: float = 0.0,
+        noise_scale: float = 1.0,
     ) -> None:
         super().__init__(denoiser, min_context=min_context, max_stride=max_stride, residual=residual,
                          residual_scale=residual_scale, teacher_forcing=teacher_forcing,
-                         context_noise=context_noise)
+                         context_noise=context_noise, noise_scale=noise_scale)
         if not getattr(self.denoiser, "interval_cond", False):
             raise ValueError("MeanFlowForecaster needs a denoiser with an interval input: "
                              "Denoiser(arch='causal', interval_cond=True, ...) (or use MeanFlowForecaster.from_flow)")

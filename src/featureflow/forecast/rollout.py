@@ -60,7 +60,8 @@ class SampleStreams:
     The first draw takes one seed from ``generator`` (or the global RNG); the stream of
     row ``i * samples + j`` (sample j of clip i) is a generator seeded with the j-th seed
     drawn from a generator seeded with ``seed + i * golden``. Each forecast frame then
-    draws every row's noise from its own stream.
+    draws every row's noise from its own stream, times ``scale`` (the forecaster's
+    ``noise_scale``; 1 leaves the draws untouched).
 
     Example:
         >>> a = SampleStreams(torch.Generator().manual_seed(0), batch=1, samples=2)
@@ -70,8 +71,8 @@ class SampleStreams:
         True
     """
 
-    def __init__(self, generator: torch.Generator | None, batch: int, samples: int) -> None:
-        self.source, self.batch, self.samples = generator, int(batch), int(samples)
+    def __init__(self, generator: torch.Generator | None, batch: int, samples: int, scale: float = 1.0) -> None:
+        self.source, self.batch, self.samples, self.scale = generator, int(batch), int(samples), float(scale)
         self.device = generator.device if generator is not None else torch.device("cpu")
         self.streams: list[torch.Generator] | None = None
 
@@ -91,7 +92,10 @@ class SampleStreams:
         if self.streams is None:
             self.streams = self._make()
         rows = [torch.randn(shape[1:], generator=g, device=self.device, dtype=torch.float32) for g in self.streams]
-        return torch.stack(rows).to(device, dtype)
+        noise = torch.stack(rows)
+        if self.scale != 1.0:  # the forecaster's noise_scale (a sampling temperature)
+            noise.mul_(self.scale)
+        return noise.to(device, dtype)
 
 
 def check_rollout_size(horizon: object, num_samples: object) -> None:
