@@ -41,6 +41,7 @@ Run::
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -74,18 +75,28 @@ def _rows(args: Any, wm: Any) -> dict[str, tuple[Any, str, int, dict[str, Any] |
         rows: dict[str, tuple[Any, str, int, dict[str, Any] | None]] = {}
         for which, solver, n, precision in equal_quality.CANDIDATES:
             base = wm.forecaster if which == "flow" else wm.baselines[which]
-            rows[equal_quality.label(which, solver, n, precision)] = (
+            rows[equal_quality.label(which, solver, n, precision, base.noise_scale)] = (
                 sampling_forecaster(base, precision), solver, n,
-                {"forecaster": which, "solver": solver, "steps": n, "precision": precision})
+                {"forecaster": which, "solver": solver, "steps": n, "precision": precision,
+                 "noise_scale": base.noise_scale})
         return rows
     rows = {f"teacher flow, Euler {n}": (wm.forecaster, "euler", n, None) for n in args.teacher_steps}
     for spec in args.meanflow:
         label, _, path = spec.rpartition("=")
-        mf = load_component(path, "forecaster")
+        if path.startswith("baseline:"):  # the model's own baseline of that name, e.g. baseline:meanflow
+            mf = wm.baselines[path.split(":", 1)[1]]
+        else:
+            mf = load_component(path, "forecaster")
         if type(mf).__name__ != "MeanFlowForecaster":
             raise ValueError(f"{path} holds a {type(mf).__name__}, expected a MeanFlowForecaster component")
-        for n in args.mf_steps:
-            rows[f"MeanFlow{' ' + label if label else ''}, {n} NFE"] = (mf, "euler", n, None)
+        for scale in args.noise_scales or [mf.noise_scale]:
+            scaled = mf
+            if scale != mf.noise_scale:  # a copy at this sampling temperature
+                scaled = copy.deepcopy(mf)
+                scaled.set_noise_scale(scale)
+            tag = f", noise {scale:g}" if args.noise_scales else ""
+            for n in args.mf_steps:
+                rows[f"MeanFlow{' ' + label if label else ''}, {n} NFE{tag}"] = (scaled, "euler", n, None)
     return rows
 
 
@@ -243,26 +254,34 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-TARGETS = {"ens_miou_obj": ("ensemble-mean object mIoU", "abs", 1.0),
-           "spread_ratio": ("spread ratio", "rel", 0.10),
-           "energy_latent": ("energy distance (latent)", "rel", 0.10),
-           "energy_seg": ("energy distance (segmentation)", "rel", 0.10)}
+#: issue 15's few-step targets: (label, abs/rel gap, tolerance, side). "worse" counts only a
+#: gap in the worse direction (mIoU lower, energy distance higher: doing better than the
+#: reference is not a mismatch); "both" counts either (a spread is a calibration: too narrow
+#: is as wrong as too wide)
+TARGETS = {"ens_miou_obj": ("ensemble-mean object mIoU", "abs", 1.0, "lower"),
+           "spread_ratio": ("spread ratio", "rel", 0.10, "both"),
+           "energy_latent": ("energy distance (latent)", "rel", 0.10, "higher"),
+           "energy_seg": ("energy distance (segmentation)", "rel", 0.10, "higher")}
 
 
 def verdict(res: dict[str, Any], row: str, reference: str) -> tuple[bool, list[str]]:
-    """Does ``row`` match ``reference`` within issue 15's targets (mIoU within 1 point,
-    spread ratio and energy distances within 10 %) at t+1 and t+3? (ok, one line per figure)."""
+    """Does ``row`` match ``reference`` within issue 15's targets (mIoU at most 1 point
+    lower, energy distances at most 10 % higher, spread ratio within 10 % either way) at t+1
+    and t+3? (ok, one line per figure)."""
     ok, lines = True, []
     for step in STEPS:
         a, b = res["results"][row][step], res["results"][reference][step]
-        for key, (label, kind, tol) in TARGETS.items():
+        for key, (label, kind, tol, side) in TARGETS.items():
             x, y = a[key]["mean"], b[key]["mean"]
             gap = x - y if kind == "abs" else (x - y) / abs(y) if y else float("inf")
-            hit = abs(gap) <= tol
+            worse = {"lower": -gap, "higher": gap, "both": abs(gap)}[side]
+            hit = worse <= tol
             ok &= hit
             shown = f"{gap:+.2f} points" if kind == "abs" else f"{100 * gap:+.0f} %"
-            target = f"{tol:g} point" if kind == "abs" else f"{100 * tol:.0f} %"
-            lines.append(f"{step} {label}: {x:.3f} vs {y:.3f} ({shown}; target within {target}): "
+            bound = f"{tol:g} point" if kind == "abs" else f"{100 * tol:.0f} %"
+            target = {"lower": f"at most {bound} lower", "higher": f"at most {bound} higher",
+                      "both": f"within {bound}"}[side]
+            lines.append(f"{step} {label}: {x:.3f} vs {y:.3f} ({shown}; target {target}): "
                          f"{'met' if hit else 'NOT met'}")
     return ok, lines
 
@@ -328,9 +347,13 @@ def write_docs(section: str, path: Path) -> None:
 def parser() -> Any:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--meanflow", action="append", default=[],
-                   help="[label=]directory of a saved MeanFlowForecaster component (repeatable)")
+                   help="[label=]directory of a saved MeanFlowForecaster component, or baseline:NAME for the "
+                        "model's own baseline (repeatable)")
     p.add_argument("--teacher-steps", type=int, nargs="+", default=[9, 2, 1])
     p.add_argument("--mf-steps", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--noise-scales", type=float, nargs="+", default=None,
+                   help="sample each --meanflow forecaster at these noise scales (sampling temperatures; "
+                        "default: its own noise_scale); choose on --split val")
     p.add_argument("--clips", type=int, default=None, help="clips (default 32; 2 with --quick)")
     p.add_argument("--samples", type=int, default=None, help="K samples (default 8; 3 with --quick)")
     p.add_argument("--futures", type=int, default=None, help="M true futures (default 16; 3 with --quick)")

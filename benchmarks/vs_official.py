@@ -11,10 +11,11 @@ encodes each new frame once (``append``). Compared, per forecast frame at contex
 * causal Euler 9 / Heun 4 / Euler 3 / Euler 1: NFE x (cached step) + 1 append;
 * compile Euler 9 / Heun 4 / Euler 3: the same with the step through ``torch.compile`` (full run
   only; the compilation, seconds to minutes here, is reported apart);
-* bf16 Euler 9 / Heun 4 / Euler 3: the same with a bf16 weight copy (``Denoiser.sampling_copy``),
-  fp32 solver state;
+* bf16 Euler 9 / 7 / 6 / 5, Heun 4, Euler 3: the same with a bf16 weight copy
+  (``Denoiser.sampling_copy``), fp32 solver state;
 * MeanFlow 1 / 2 NFE: NFE x (cached step of a denoiser with the interval input,
-  ``interval_cond=True``, as the bundled ``meanflow`` baseline) + 1 append.
+  ``interval_cond=True``, as the bundled ``meanflow`` baseline) + 1 append, in fp32 and
+  with a bf16 weight copy.
 
 Speed-up at equal quality: for each size, the fastest of these settings whose quality
 passed the equal-quality rule of ``benchmarks/equal_quality.py`` on the bundled model
@@ -75,8 +76,9 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 CONTEXT, LATENT = 4, 16
 PATHS = ("official Euler 9", "causal Euler 9", "causal Heun 4", "causal Euler 3", "causal Euler 1", "compile Euler 9",
-         "compile Heun 4", "compile Euler 3", "bf16 Euler 9", "bf16 Heun 4", "bf16 Euler 3", "MeanFlow 1 NFE",
-         "MeanFlow 2 NFE")
+         "compile Heun 4", "compile Euler 3", "bf16 Euler 9", "bf16 Euler 7", "bf16 Euler 6", "bf16 Euler 5",
+         "bf16 Heun 4", "bf16 Euler 3", "MeanFlow 1 NFE", "MeanFlow 2 NFE", "bf16 MeanFlow 1 NFE",
+         "bf16 MeanFlow 2 NFE")
 
 
 def randomised(arch: str, size: dict[str, Any], seed: int = 0, **kw: Any) -> Denoiser:
@@ -135,6 +137,7 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
     official, causal = randomised("vfmf", size), randomised("causal", size)
     meanflow = randomised("causal", size, interval_cond=True)
     bf16 = causal.sampling_copy(torch.bfloat16)
+    bf16_mf = meanflow.sampling_copy(torch.bfloat16)
     gen = torch.Generator().manual_seed(1)
     ctx = torch.randn(1, CONTEXT, g, g, LATENT, generator=gen)
     x = torch.randn(s, g, g, LATENT, generator=gen)
@@ -144,6 +147,7 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
     st32 = causal.prefill(ctx).expand(s)
     st16 = bf16.prefill(ctx).expand(s)
     st_mf = meanflow.prefill(ctx).expand(s)
+    st_mf16 = bf16_mf.prefill(ctx).expand(s)
     h = torch.full((s,), 0.5)
     fns: dict[str, Callable[[], Any]] = {
         "official_nfe": lambda: official.velocity(window, x, t),
@@ -153,6 +157,8 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
         "bf16_append": lambda: bf16.append(st16, frame),
         "meanflow_step": lambda: meanflow.step(st_mf, x, t, h=h),
         "meanflow_append": lambda: meanflow.append(st_mf, frame),
+        "bf16_meanflow_step": lambda: bf16_mf.step(st_mf16, x, t, h=h),
+        "bf16_meanflow_append": lambda: bf16_mf.append(st_mf16, frame),
     }
     compile_s = None
     if with_compile:
@@ -170,10 +176,15 @@ def measure(name: str, reps: int, with_compile: bool) -> dict[str, Any]:
         "causal Euler 3": 3 * med["causal_step"] + med["causal_append"],
         "causal Euler 1": med["causal_step"] + med["causal_append"],
         "bf16 Euler 9": 9 * med["bf16_step"] + med["bf16_append"],
+        "bf16 Euler 7": 7 * med["bf16_step"] + med["bf16_append"],
+        "bf16 Euler 6": 6 * med["bf16_step"] + med["bf16_append"],
+        "bf16 Euler 5": 5 * med["bf16_step"] + med["bf16_append"],
         "bf16 Heun 4": 4 * med["bf16_step"] + med["bf16_append"],
         "bf16 Euler 3": 3 * med["bf16_step"] + med["bf16_append"],
         "MeanFlow 1 NFE": med["meanflow_step"] + med["meanflow_append"],
         "MeanFlow 2 NFE": 2 * med["meanflow_step"] + med["meanflow_append"],
+        "bf16 MeanFlow 1 NFE": med["bf16_meanflow_step"] + med["bf16_meanflow_append"],
+        "bf16 MeanFlow 2 NFE": 2 * med["bf16_meanflow_step"] + med["bf16_meanflow_append"],
     }
     if "compiled_step" in med:
         frame_s["compile Euler 9"] = 9 * med["compiled_step"] + med["causal_append"]
@@ -273,7 +284,9 @@ def write_docs(res: dict[str, Any], quality: dict[str, Any] | None) -> None:
         "  first forecast compiles once per window length (1 to 4 context frames) and batch",
         "  size (column \"first compiled call\" for one shape); later forecasts reuse it.",
         "- Few-step sampling (`Euler 1`) is fast but its quality needs a model trained for it:",
-        "  the bundled model's `baseline=\"meanflow\"` (see \"Few-step sampling\" below).",
+        "  the bundled model's `baseline=\"meanflow\"` (see \"Few-step sampling\" below), which",
+        "  samples at a noise scale calibrated on val clips so that it spreads like the flow",
+        "  (`featureflow.forecast.calibrate_noise_scale`).",
     ]
     # sections written by other scripts between <!-- name:begin --> / <!-- name:end -->
     # markers are kept (in their order) when the page is regenerated

@@ -78,7 +78,8 @@ def test_train_meanflow_then_few_step_benchmark(tmp_path, make_tiny_world_model)
     labels = [equal_quality.label(*c) for c in equal_quality.CANDIDATES]
     assert set(eq_res["results"]) == {*labels, few_step.COPY, few_step.ORACLE}
     assert eq_res["results"]["flow Euler 3 bf16"]["setting"] == {"forecaster": "flow", "solver": "euler", "steps": 3,
-                                                                 "precision": "bf16"}
+                                                                 "precision": "bf16", "noise_scale": 1.0}
+    assert equal_quality.label("meanflow", "euler", 2, "bf16", 0.8) == "MeanFlow 2 NFE bf16, noise 0.8"
     assert eq_res["results"]["flow Heun 4 fp32"]["nfe"] == 4 and eq_res["results"]["MeanFlow 2 NFE fp32"]["nfe"] == 2
     verdicts = eq_res["equal_quality"]["verdicts"]
     assert set(verdicts) == set(labels) and verdicts[equal_quality.REFERENCE]["passed"]
@@ -86,3 +87,12 @@ def test_train_meanflow_then_few_step_benchmark(tmp_path, make_tiny_world_model)
     text = page.read_text()
     assert text.count(equal_quality.SECTION_BEGIN) == 1 and text.count(few_step.SECTION_BEGIN) == 1
     assert "MeanFlow 1 NFE fp32" in text.split(equal_quality.SECTION_BEGIN)[1]
+
+    # --noise-scales: the model's own MeanFlow baseline at two sampling temperatures
+    ns_args = few_step.parser().parse_args(["--model", str(tmp_path / "model_mf"), "--meanflow", "baseline:meanflow",
+                                            "--noise-scales", "1", "0.5", "--mf-steps", "1", "--teacher-steps", "1",
+                                            "--quick", "--split", "val", "--out", str(tmp_path / "bench_ns")])
+    ns = few_step.run(ns_args)["results"]
+    assert {"MeanFlow, 1 NFE, noise 1", "MeanFlow, 1 NFE, noise 0.5"} <= set(ns)
+    wide, narrow = (ns[f"MeanFlow, 1 NFE, noise {v}"]["t+1"]["spread_ratio"]["mean"] for v in ("1", "0.5"))
+    assert narrow < wide
