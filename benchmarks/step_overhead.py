@@ -4,7 +4,7 @@ Runs ``WorldModel.from_pretrained("toyworld")``'s denoiser (size (a): 8x8 grid, 
 128, depth 4) on a prefilled 4-frame window, ``--batch`` samples, and times
 ``denoiser.step`` with :meth:`CausalTrunk.step_window` taking the blockwise path
 (``before``: ``CausalBlock.forward`` per layer) and the eager window step (``after``:
-``CausalBlock.window_step``), interleaved in one process, one thread. Also counts the
+``featureflow.forecast.causal_fast.window_step``), interleaved in one process, one thread. Also counts the
 aten calls of one step (all profiler events, and the top-level ones) and the largest
 output difference between the two paths.
 
@@ -14,7 +14,8 @@ Run::
 
 ``--against REV`` instead compares this checkout's causal step and append with those of
 git revision ``REV`` (the methods of ``CausalBlock``, ``CausalTrunk`` and ``CausalDenoiser``
-as of ``REV`` are swapped in and out of the classes), in fp32 and with the bf16 sampling
+as of ``REV``, with the fast-path functions of ``window_ops`` / ``causal_fast`` as of ``REV``,
+are swapped in and out of the classes), in fp32 and with the bf16 sampling
 copy, at ``--size`` (a) or (b) of ``benchmarks/vs_official.py`` (randomised weights,
 context 4), interleaved in one process. Each call is timed both by wall clock and by this
 thread's CPU time (``time.thread_time``: the machine is shared, and CPU time leaves out
@@ -74,23 +75,49 @@ def _methods(module: Any, classes: tuple[str, ...]) -> dict[str, dict[str, Any]]
             for c in classes}
 
 
+#: modules of functions the causal classes import (the fast path); executed at ``REV`` first
+#: and seen by the classes' modules at ``REV`` in place of the live ones
+HELPERS = ("window_ops", "causal_fast")
+
+
+def _source_at(rev: str, name: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:src/featureflow/forecast/{name}.py"],
+                          capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
 def revision_methods(rev: str) -> dict[str, dict[str, Any]]:
-    """The causal classes' methods as of git revision ``rev`` (their modules executed under
-    another name; the old denoiser class is not registered as an architecture)."""
+    """The causal classes' methods as of git revision ``rev`` (their modules, and the helper
+    modules they import from, executed under another name; the old denoiser class is not
+    registered as an architecture)."""
     from featureflow.forecast import denoiser
 
     out: dict[str, dict[str, Any]] = {}
-    for name, (_, classes) in LIVE.items():
-        src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:src/featureflow/forecast/{name}.py"],
-                             capture_output=True, text=True, check=True).stdout
-        module = types.ModuleType(f"featureflow.forecast._{name}_at_{rev}")
-        register = denoiser.register_arch
-        denoiser.register_arch = lambda cls: cls  # type: ignore[assignment]
-        try:
+    swapped: dict[str, Any] = {}
+    register = denoiser.register_arch
+    denoiser.register_arch = lambda cls: cls  # type: ignore[assignment]
+    try:
+        for name in (*HELPERS, *LIVE):
+            src = _source_at(rev, name)
+            if src is None:
+                if name in LIVE:
+                    raise SystemExit(f"src/featureflow/forecast/{name}.py does not exist at {rev}")
+                continue  # a helper module that revision did not have yet
+            module = types.ModuleType(f"featureflow.forecast._{name}_at_{rev}")
             exec(compile(src, module.__name__, "exec"), module.__dict__)
-        finally:
-            denoiser.register_arch = register
-        out.update(_methods(module, classes))
+            if name in LIVE:
+                out.update(_methods(module, LIVE[name][1]))
+            else:  # later modules of this revision import these functions, not the live ones
+                full = f"featureflow.forecast.{name}"
+                swapped.setdefault(full, sys.modules.get(full))
+                sys.modules[full] = module
+    finally:
+        denoiser.register_arch = register
+        for full, live in swapped.items():
+            if live is None:
+                sys.modules.pop(full, None)
+            else:
+                sys.modules[full] = live
     return out
 
 

@@ -160,7 +160,8 @@ def test_world_model_forecast_precision_and_compile_options():
 
 
 def test_eager_fast_window_step_matches_the_blockwise_step_and_falls_back_with_grad(monkeypatch):
-    from featureflow.forecast.causal_trunk import CausalTrunk, gelu_tanh_
+    from featureflow.forecast.causal_trunk import CausalTrunk
+    from featureflow.forecast.window_ops import gelu_tanh_
 
     x = torch.linspace(-8, 8, 401)
     want = torch.nn.functional.gelu(x, approximate="tanh")

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from featureflow.forecast.causal_fast import context_windows, fast_window, frame_layers, step_window
 from featureflow.forecast.layers import MLP, Attention, CondEmbedding, TimeEmbedding
 from featureflow.forecast.rope import apply_rope, grid_angles, rope_angles
-from featureflow.forecast.window_ops import gelu_tanh_  # noqa: F401  (tests import it from here)
 from featureflow.kernels import adaln_modulate, qk_rmsnorm_rope, window_attention
 
 __all__ = ["CausalTrunk", "context_mask", "teacher_mask"]
