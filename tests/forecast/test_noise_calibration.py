@@ -8,35 +8,23 @@ import torch
 from featureflow.forecast import Denoiser, FlowForecaster, MeanFlowForecaster, RegressionForecaster, calibrate_noise_scale
 
 
-class _ZeroVelocity(torch.nn.Module):
-    """A denoiser whose cached step returns zero velocity: a sample is then its source noise,
-    so the spread of a forecaster is exactly proportional to its noise scale."""
+@pytest.fixture
+def _flat(zero_velocity):
+    """A flow forecaster of zero velocity (samples = its source noise) at a noise scale."""
 
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
+    def make(noise_scale: float = 1.0) -> FlowForecaster:
+        fc = FlowForecaster(Denoiser(latent_dim=3, width=16, depth=1, heads=2, max_context=2), noise_scale=noise_scale)
+        fc.denoiser = zero_velocity(fc.denoiser)
+        return fc.eval()
 
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-    def step(self, state, x, t, *args, **kwargs):
-        return torch.zeros_like(x)
-
-
-def _flat(noise_scale: float = 1.0) -> FlowForecaster:
-    fc = FlowForecaster(Denoiser(latent_dim=3, width=16, depth=1, heads=2, max_context=2), noise_scale=noise_scale)
-    fc.denoiser = _ZeroVelocity(fc.denoiser)
-    return fc.eval()
+    return make
 
 
 CONTEXT = torch.randn(2, 2, 3, 3, 3, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("target", [0.8, 0.9])
-def test_picks_the_scale_whose_spread_matches_the_teacher(target):
+def test_picks_the_scale_whose_spread_matches_the_teacher(target, _flat):
     teacher, student = _flat(target), _flat()
     out = calibrate_noise_scale(student, teacher, CONTEXT, scales=(1.0, 0.9, 0.8, 0.7), student_steps=(1, 2),
                                 horizon=2, num_samples=4)
@@ -48,7 +36,7 @@ def test_picks_the_scale_whose_spread_matches_the_teacher(target):
     assert ratio == pytest.approx(0.7, rel=1e-6)
 
 
-def test_apply_false_keeps_the_student_and_ties_go_to_the_scale_nearest_one():
+def test_apply_false_keeps_the_student_and_ties_go_to_the_scale_nearest_one(_flat):
     student = _flat(0.95)
     out = calibrate_noise_scale(student, _flat(1.0), CONTEXT, scales=(0.9, 1.0, 1.1), horizon=1, num_samples=3,
                                 apply=False)
@@ -66,7 +54,7 @@ def test_a_meanflow_student_of_its_own_teacher():
     assert out["scores"][1.0] < out["scores"][0.5]  # a fresh student follows its teacher at scale 1
 
 
-def test_bad_input_is_refused_with_what_was_expected():
+def test_bad_input_is_refused_with_what_was_expected(_flat):
     flow = _flat()
     with pytest.raises(ValueError, match="finite numbers > 0"):
         calibrate_noise_scale(flow, flow, CONTEXT, scales=(1.0, 0.0))

@@ -70,28 +70,11 @@ def test_streams_take_one_draw_from_the_user_generator_and_check_rows():
     assert torch.equal(one, x[:3].float())
 
 
-class _ZeroVelocity(torch.nn.Module):
-    """Wraps a denoiser's cached step to return zero velocity: a sample is then its source noise."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-    def step(self, state, x, t, *args, **kwargs):
-        return torch.zeros_like(x)
-
-
 @pytest.mark.parametrize("scale", [0.5, 1.7])
-def test_noise_scale_multiplies_the_source_noise_of_every_sample(scale):
+def test_noise_scale_multiplies_the_source_noise_of_every_sample(scale, zero_velocity):
     fc = forecaster()
     context = torch.randn(1, 2, 3, 3, 4, generator=torch.Generator().manual_seed(1))
-    fc.denoiser = _ZeroVelocity(fc.denoiser)  # frame = source noise exactly (absolute target)
+    fc.denoiser = zero_velocity(fc.denoiser)  # frame = source noise exactly (absolute target)
     base = fc.rollout(context, 2, 3, steps=2, generator=torch.Generator().manual_seed(3)).latents
     fc.set_noise_scale(scale)
     scaled = fc.rollout(context, 2, 3, steps=2, generator=torch.Generator().manual_seed(3)).latents
