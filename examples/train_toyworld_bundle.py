@@ -85,7 +85,7 @@ CALIBRATION_CLIPS = 64
 
 
 @torch.no_grad()
-def calibrate_meanflow(wm: Any, clips: int = CALIBRATION_CLIPS) -> dict[str, Any]:
+def calibrate_meanflow(wm: Any, clips: int = CALIBRATION_CLIPS, progress: bool = False) -> dict[str, Any]:
     """Set the ``"meanflow"`` baseline's noise scale so that its samples (1 and 2 NFE) spread
     like the flow forecaster's (Euler 9) on the first ``clips`` ToyWorld **val** clips
     (`featureflow.forecast.calibrate_noise_scale`); returns its report."""
@@ -98,13 +98,13 @@ def calibrate_meanflow(wm: Any, clips: int = CALIBRATION_CLIPS) -> dict[str, Any
     stride, warmup = int(data.get("stride", 1)), int(data.get("warmup", 0))
     frames = torch.stack([torch.as_tensor(world.clip(seeds[i], wm.max_context, stride=stride, start=warmup).rgb)
                           for i in range(min(clips, len(seeds)))])
-    report = calibrate_noise_scale(wm.baselines["meanflow"], wm.forecaster, wm.encode(frames))
+    report = calibrate_noise_scale(wm.baselines["meanflow"], wm.forecaster, wm.encode(frames), progress=progress)
     print(f"meanflow: sampling noise scale {report['noise_scale']:g} (spread matched to the flow's on "
           f"{frames.shape[0]} val clips)", flush=True)
     return report
 
 
-def add_meanflow(model_dir: Path, work: Path, weights: str, store_bf16: bool) -> None:
+def add_meanflow(model_dir: Path, work: Path, weights: str, store_bf16: bool, progress: bool = False) -> None:
     """Put the fine-tuned MeanFlow forecaster into the saved model as its ``"meanflow"``
     baseline, its noise scale calibrated on val clips (report in ``work/logs``)."""
     from featureflow.utils.component_io import load_component
@@ -114,7 +114,7 @@ def add_meanflow(model_dir: Path, work: Path, weights: str, store_bf16: bool) ->
     sub = {"raw": "forecaster_raw", "ema": "forecaster"}[weights]
     wm = WorldModel.from_pretrained(model_dir)
     wm.baselines["meanflow"] = load_component(work / "meanflow" / sub, "forecaster")
-    report = calibrate_meanflow(wm)
+    report = calibrate_meanflow(wm, progress=progress)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     save_json(report, work / "logs" / "meanflow_noise_scale.json")
     wm.save_pretrained(model_dir, dtype=torch.bfloat16 if store_bf16 else None)
@@ -150,7 +150,7 @@ def main() -> None:
         raise SystemExit(f"the MeanFlow fine-tune failed (exit code {meanflow.returncode}); run the script again "
                          "to resume")
     if out is not None and args.meanflow_minutes > 0:
-        add_meanflow(out, work, args.meanflow_weights, bool(cfg.get("store_bf16", False)))
+        add_meanflow(out, work, args.meanflow_weights, bool(cfg.get("store_bf16", False)), progress)
     print(f"trained in {(time.time() - start) / 60:.1f} min; model at {out}")
     if out is None:
         return

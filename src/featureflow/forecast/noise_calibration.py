@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from featureflow.typing import Float, typechecked
+from featureflow.utils import progress_bar
 
 __all__ = ["calibrate_noise_scale"]
 
@@ -53,6 +54,7 @@ def calibrate_noise_scale(
     num_samples: int = 8,
     seed: int = 0,
     apply: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Choose the student's sampling noise scale so its samples spread like the teacher's.
 
@@ -72,6 +74,7 @@ def calibrate_noise_scale(
         num_samples: samples K per clip (≥ 2: the spread is a pairwise distance).
         seed: seed of the sampling noise (the same for every forecaster).
         apply: set the chosen scale on ``student``.
+        progress: show a progress bar over the candidate scales.
 
     Returns:
         ``{"noise_scale": chosen, "scores": {scale: score}, "teacher_spread": [k],
@@ -108,7 +111,7 @@ def calibrate_noise_scale(
         table: dict[float, dict[int, list[float]]] = {}
         scores: dict[float, float] = {}
         try:
-            for scale in scales:
+            for scale in progress_bar(scales, progress=progress, desc="noise scale", total=len(scales)):
                 student.set_noise_scale(float(scale))
                 per = {n: spread(student, "euler", n) for n in student_steps}
                 table[float(scale)] = {n: v.tolist() for n, v in per.items()}
