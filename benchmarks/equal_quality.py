@@ -55,7 +55,9 @@ CANDIDATES: tuple[tuple[str, str, int, str], ...] = (
     ("flow", "euler", 9, "bf16"),
     # added after a val sweep (docs/benchmarks/few_step_val_sweep.json: N=64 val clips, fp32),
     # before the second test run: Euler 5-8 passed the rule on val and Euler 4 did not; the
-    # MeanFlow baseline at its calibrated noise scale 0.8 passed at 2 NFE and not at 1 NFE
+    # MeanFlow baseline then in the bundle, at a calibrated noise scale, passed at 2 NFE and
+    # not at 1 NFE (the baseline has since been replaced by a fine-tune chosen on val:
+    # docs/benchmarks/few_step_val_meanflow_choice.json)
     ("flow", "euler", 7, "bf16"),
     ("flow", "euler", 6, "bf16"),
     ("flow", "euler", 5, "bf16"),

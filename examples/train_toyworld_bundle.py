@@ -60,10 +60,11 @@ def train_forecasters(config: str, workdir: str | None, parallel: bool, progress
 
 
 #: The MeanFlow fine-tune of the bundle (``examples/train_meanflow.py`` options), chosen on
-#: the val split with ``benchmarks/few_step.py``; ``--meanflow-weights`` picks the EMA or the
-#: last step's weights (the val choice: the last step's).
+#: the val split with ``benchmarks/few_step.py`` (``--grid-ratio`` 0.75 over 0.5 in two
+#: 18-minute runs: docs/benchmarks/few_step_val_meanflow_choice.json); ``--meanflow-weights``
+#: picks the EMA or the last step's weights (the val choice: the last step's).
 MEANFLOW_ARGS = {"--batch-size": 4, "--lr": 3e-4, "--warmup": 20, "--ema-decay": 0.995, "--flow-ratio": 0.25,
-                 "--grid-ratio": 0.5, "--time-sampling": "uniform", "--norm-p": 1.0, "--ckpt-every": 25}
+                 "--grid-ratio": 0.75, "--time-sampling": "uniform", "--norm-p": 1.0, "--ckpt-every": 25}
 
 
 def start_meanflow(work: Path, minutes: float, progress: bool) -> subprocess.Popen | None:

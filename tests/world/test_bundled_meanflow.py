@@ -23,3 +23,15 @@ def test_bundled_meanflow_samples_each_frame_in_the_steps_asked():
     assert torch.equal(one.latents, again.latents)  # seeded
     assert not torch.allclose(one.latents[:, 0], one.latents[:, 1])  # samples differ
     assert not torch.allclose(one.latents, two.latents)  # one jump is not two
+
+
+def test_bundled_meanflow_samples_at_its_calibrated_noise_scale():
+    import json
+    from importlib.resources import files
+
+    wm = WorldModel.from_pretrained("toyworld")
+    report = json.loads((files("featureflow") / "assets" / "models" / "toyworld" / "logs"
+                         / "meanflow_noise_scale.json").read_text())
+    scores = {float(k): v for k, v in report["scores"].items()}
+    assert wm.baselines["meanflow"].noise_scale == report["noise_scale"] == min(scores, key=scores.get) != 1.0
+    assert "noise_scale" not in wm.forecaster.config  # the flow samples at the trained scale
