@@ -1,6 +1,6 @@
 """Train the bundled ``toyworld`` model end to end and install it into the package.
 
-    python examples/train_toyworld_bundle.py                 # ~100 min on a 2-core CPU
+    python examples/train_toyworld_bundle.py                 # ~86 min on a 2-core CPU
     python examples/train_toyworld_bundle.py --no-install    # train only
 
 Runs every stage of ``configs/toyworld.json``: ToyEncoder → feature cache → FeatureVAE →
