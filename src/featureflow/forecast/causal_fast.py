@@ -30,7 +30,7 @@ from featureflow.forecast.window_ops import (
 from featureflow.kernels.dispatch import get_mode
 
 __all__ = ["all_mods", "context_windows", "fast_window", "frame_layers", "frame_step", "full_rope", "layer_tables",
-           "spatial_mlp", "stack_ada", "stacked_ada", "step_window", "weight_cached", "window_step"]
+           "spatial_mlp", "stacked_ada", "step_window", "weight_cached", "window_step"]
 
 
 # ----------------------------------------------------------------- one layer
@@ -285,16 +285,15 @@ def stacked_ada(trunk: nn.Module) -> tuple[Tensor, Tensor]:
     """All layers' ``ada`` weights (depth * 9 * d, d) and biases stacked, the scale
     biases plus one; rebuilt whenever a weight changes (tensor version counters)."""
     params = [p for blk in trunk.blocks for p in (blk.ada.weight, blk.ada.bias)]
-    return weight_cached(trunk, ("ada",), params, lambda: stack_ada(trunk, params))  # type: ignore[return-value]
 
+    def build() -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            weight = torch.cat(params[0::2])
+            bias = torch.cat(params[1::2]).view(len(trunk.blocks), 9, trunk.width).clone()
+            bias[:, 1::3] += 1.0  # t_scale, s_scale, m_scale -> 1 + scale
+        return weight, bias.view(-1)
 
-def stack_ada(trunk: nn.Module, params: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Stacked ``ada`` weight (depth * 9 * d, d) and bias (scale biases plus one)."""
-    with torch.no_grad():
-        weight = torch.cat(params[0::2])
-        bias = torch.cat(params[1::2]).view(len(trunk.blocks), 9, trunk.width).clone()
-        bias[:, 1::3] += 1.0  # t_scale, s_scale, m_scale -> 1 + scale
-    return weight, bias.view(-1)
+    return weight_cached(trunk, ("ada",), params, build)  # type: ignore[return-value]
 
 
 def full_rope(
